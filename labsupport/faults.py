@@ -31,6 +31,12 @@ class Faults:
                     f"give {name} as a share, e.g. 0.05 for 5%")
         require(self.hang_ms >= 0, f"hang_ms must be zero or more, got {self.hang_ms}.")
 
+    def __str__(self) -> str:
+        parts = [f"errors {self.error_rate:.0%}"] if self.error_rate else []
+        parts += ["outage"] if self.outage else []
+        parts += [f"hangs {self.hang_rate:.0%} for {self.hang_ms:.0f} ms"] if self.hang_rate else []
+        return ", ".join(parts) or "no faults"
+
     def decide(self, rng: random.Random) -> str:
         """The fate of one request: ``ok``, ``error``, ``outage`` or ``hang``."""
         if self.outage:

@@ -96,10 +96,11 @@ def up(prefer: str | None = None) -> BrokerRecord:
     """Start the lab's broker: the container if Docker answers, else the embedded broker.
 
     ``prefer`` (or ``LAB_BROKER``) may be ``"embedded"`` or ``"container"``.
-    A broker already recorded and answering is reused.
+    A broker already recorded and answering is reused; with ``KAFKA_BOOTSTRAP_SERVERS``
+    set, nothing is started.
     """
-    existing = resolve.recorded()
-    if existing and resolve.reachable(existing):
+    existing = resolve.from_env() or resolve.recorded()
+    if existing and (existing.kind == "env" or resolve.reachable(existing)):
         return existing
     choice = prefer or os.environ.get("LAB_BROKER", "auto")
     if choice == "container" or (choice == "auto" and container.docker_answers()):

@@ -1,0 +1,70 @@
+"""Claim checks: compare what an experiment measured with what theory says.
+
+>>> expect("3 x 500 ms in series", measured=1508, theory=1500, tolerance=0.05,
+...        meaning="latencies add up along a chain").passed
+PASS  3 x 500 ms in series: measured 1,508, theory 1,500 (within 5%): latencies add up along a chain.
+True
+
+With ``LAB_STRICT=1`` (set by the test suite) a failed claim raises
+:class:`ClaimFailed`, so CI notices when a lesson stops being true.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from .errors import LabError, require
+
+
+class ClaimFailed(LabError):
+    """A measured value disagreed with the lesson's claim (raised only when strict)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of one :func:`expect`."""
+
+    name: str
+    measured: float
+    theory: float
+    tolerance: float
+    meaning: str
+    passed: bool
+
+    def sentence(self) -> str:
+        verdict = "PASS " if self.passed else "FAIL "
+        relation = (f"within {self.tolerance:.0%}" if self.passed
+                    else f"off by more than {self.tolerance:.0%}")
+        tail = (f": {self.meaning}." if self.passed else
+                f". The claim was: {self.meaning}. Look at the experiment's settings "
+                "(time scale, load, seed) and run it again.")
+        return (f"{verdict} {self.name}: measured {_num(self.measured)}, theory "
+                f"{_num(self.theory)} ({relation}){tail}")
+
+
+def strict() -> bool:
+    """True when failed claims should raise (``LAB_STRICT`` set to 1/true/yes)."""
+    return os.environ.get("LAB_STRICT", "").lower() in ("1", "true", "yes")
+
+
+def expect(name: str, measured: float, theory: float, tolerance: float = 0.1,
+           meaning: str = "", absolute: float = 0.0) -> Claim:
+    """Check ``measured`` is within ``tolerance`` (a share of ``theory``) plus ``absolute``.
+
+    Prints one PASS/FAIL sentence and returns the :class:`Claim`; raises
+    :class:`ClaimFailed` on failure when strict.
+    """
+    require(tolerance >= 0 and absolute >= 0, "tolerance and absolute must be zero or more.")
+    ok = not math.isnan(measured) and abs(measured - theory) <= tolerance * abs(theory) + absolute
+    claim = Claim(name, measured, theory, tolerance, meaning, ok)
+    print(claim.sentence())
+    if not ok and strict():
+        raise ClaimFailed(claim.sentence())
+    return claim
+
+
+def _num(value: float) -> str:
+    if math.isnan(value):
+        return "nothing"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

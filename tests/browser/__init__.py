@@ -1,0 +1,1 @@
+"""Browser tests: drive JupyterLab in headless Chromium (marker ``browser``)."""
