@@ -42,8 +42,9 @@ class LatencyExplorer:
         if latency_ms is not None:
             self.slider.value = latency_ms
         self.knob.set(latency=self.slider.value)
-        self.recorder = self.lab.closed_loop(self.entry, users=1, requests=self.requests,
-                                             progress=False)
+        # All requests at once: the services have enough workers that none waits for another.
+        self.recorder = self.lab.closed_loop(self.entry, users=self.requests,
+                                             requests=self.requests, progress=False)
         summary = (f"{self.knob.name} at {self.slider.value} ms: {self.recorder.summary()}; "
                    f"theory (sum along the chain) {self.expected_ms():.0f} ms")
         self.dashboard.refresh(summary)

@@ -109,11 +109,14 @@ def up(prefer: str | None = None) -> BrokerRecord:
 
 
 def down() -> BrokerRecord | None:
-    """Stop the broker the lab started (if any) and forget it."""
+    """Stop the broker the lab started (if any) and forget it.
+
+    A container whose Docker engine no longer answers is simply forgotten.
+    """
     record = state.read()
     if record and record.kind == "embedded":
         embedded.stop(record)
-    elif record and record.kind == "container":
+    elif record and record.kind == "container" and container.docker_answers():
         container.stop()
     state.clear()
     return record

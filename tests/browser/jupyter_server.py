@@ -50,8 +50,14 @@ def free_port() -> int:
 class JupyterServer:
     """A JupyterLab subprocess; use :meth:`start` and (always) :meth:`stop`."""
 
-    def __init__(self, root_dir: Path, log_path: Path, *, startup_timeout: float = 60.0,
-                 jupyter: Path | None = None) -> None:
+    def __init__(
+        self,
+        root_dir: Path,
+        log_path: Path,
+        *,
+        startup_timeout: float = 60.0,
+        jupyter: Path | None = None,
+    ) -> None:
         self.root_dir = Path(root_dir).resolve()
         self.log_path = Path(log_path)
         self.startup_timeout = startup_timeout
@@ -69,7 +75,11 @@ class JupyterServer:
         return f"{self.base_url}/{path.lstrip('/')}{sep}token={self.token}"
 
     def api(self, path: str, method: str = "GET", timeout: float = 5.0) -> object:
-        req = urllib.request.Request(self.url(f"api/{path.lstrip('/')}"), method=method)
+        """JSON from ``/api/<path>`` (sessions, kernels, ...)."""
+        return self.request_json(f"api/{path.lstrip('/')}", method, timeout)
+
+    def request_json(self, path: str, method: str = "GET", timeout: float = 5.0) -> object:
+        req = urllib.request.Request(self.url(path), method=method)
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
         return json.loads(body) if body else None
@@ -91,8 +101,10 @@ class JupyterServer:
 
     # -- lifecycle -------------------------------------------------------------
     def _prepare_dirs(self) -> dict[str, Path]:
-        dirs = {name: self._tmp / name for name in
-                ("settings", "workspaces", "runtime", "config", "data")}
+        dirs = {
+            name: self._tmp / name
+            for name in ("settings", "workspaces", "runtime", "config", "data")
+        }
         for path in dirs.values():
             path.mkdir(parents=True, exist_ok=True)
         for rel, content in SETTINGS_OVERRIDES.items():
@@ -106,13 +118,20 @@ class JupyterServer:
             raise RuntimeError(f"{self.jupyter} not found: create the venv first")
         dirs = self._prepare_dirs()
         cmd = [
-            str(self.jupyter), "lab", "--no-browser",
-            "--ip", "127.0.0.1", "--port", str(self.port),
+            str(self.jupyter),
+            "lab",
+            "--no-browser",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
             f"--ServerApp.token={self.token}",
             f"--ServerApp.root_dir={self.root_dir}",
             "--ServerApp.port_retries=0",
             f"--LabApp.user_settings_dir={dirs['settings']}",
             f"--LabApp.workspaces_dir={dirs['workspaces']}",
+            # window.jupyterapp: lets the test read cell models next to their DOM.
+            "--LabApp.expose_app_in_browser=True",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")
@@ -126,13 +145,21 @@ class JupyterServer:
             PYTHONUNBUFFERED="1",
         )
         env.pop("JUPYTER_TOKEN", None)
+        # labsupport dashboards print text only when LAB_HEADLESS is set (nbval
+        # runs); the browser test is precisely about the drawn widgets.
+        env.pop("LAB_HEADLESS", None)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log_file = open(self.log_path, "w")  # closed in stop()
         self._log_file.write("$ " + " ".join(cmd).replace(self.token, "<token>") + "\n")
         self._log_file.flush()
         self.proc = subprocess.Popen(
-            cmd, cwd=self.root_dir, env=env, stdin=subprocess.DEVNULL,
-            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            cmd,
+            cwd=self.root_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             self._wait_ready()

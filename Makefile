@@ -1,0 +1,46 @@
+# Latency Lab: `make lab` opens the course; `make test` runs every test.
+# Both create .venv and install what is needed the first time.
+
+PYTHON    ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+LAB_ARGS  ?=
+ROOT_ARGS := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
+
+.PHONY: lab test setup broker-up broker-down doctor lint clean
+
+lab: setup
+	$(BIN)/python -m labsupport broker up
+	$(BIN)/jupyter lab --ip 127.0.0.1 $(ROOT_ARGS) notebooks/00_start_here.ipynb $(LAB_ARGS)
+
+test: setup
+	@bash tests/run_all.sh
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the course's packages into $(VENV) (first time only)..."
+	@$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
+	@$(BIN)/python -m pip install --quiet -r requirements.txt 2>&1 | grep -v "is ignored" || true
+	@$(BIN)/python -m pip install --quiet --no-deps -e . 2>&1 | grep -v "is ignored" || true
+	@$(BIN)/python -c "import labsupport, confluent_kafka, aiohttp, jupyterlab" \
+	  || { echo "Installing packages failed: see the messages above."; exit 1; }
+	@touch $(STAMP)
+
+broker-up: setup
+	$(BIN)/python -m labsupport broker up
+
+broker-down: setup
+	$(BIN)/python -m labsupport broker down
+
+doctor: setup
+	$(BIN)/python -m labsupport doctor
+
+lint: setup
+	$(BIN)/ruff check labsupport tests
+
+clean:
+	-$(BIN)/python -m labsupport broker down
+	rm -rf .lab tests/artifacts

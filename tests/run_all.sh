@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of the course; called by `make test` (after set-up).
+# Brings the broker up if none is running and takes down what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export LAB_TIME_SCALE="${LAB_TIME_SCALE:-0.2}"
+export LAB_STRICT=1
+export PYTHONDONTWRITEBYTECODE=1
+mkdir -p tests/artifacts
+
+started_broker=0
+if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && ! $BIN/python -m labsupport broker status >/dev/null 2>&1; then
+  $BIN/python -m labsupport broker up
+  started_broker=1
+fi
+cleanup() {
+  if [ "$started_broker" = 1 ]; then $BIN/python -m labsupport broker down || true; fi
+}
+trap cleanup EXIT
+
+echo "== lint (ruff)"
+$BIN/ruff check labsupport tests
+
+echo "== unit, broker and notebook tests (pytest)"
+$BIN/python -m pytest -p no:cacheprovider -q --doctest-modules labsupport tests \
+  --junitxml=tests/artifacts/pytest.xml
+
+echo "== notebooks (nbval)"
+shopt -s nullglob
+notebooks=(notebooks/*.ipynb solutions/*.ipynb)
+$BIN/python -m pytest -p no:cacheprovider -q --nbval-lax --nbval-cell-timeout=300 \
+  --nbval-sanitize-with tests/nbval_sanitize.cfg "${notebooks[@]}"
