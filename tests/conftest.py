@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+
 import pytest
 
 
@@ -10,10 +11,10 @@ def lab_broker():
     """The lab's broker: reuse the running one, or start one and stop it afterwards."""
     from labsupport import broker
 
-    record, answers = broker.status()
-    started = False
-    if not answers and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        record, started = broker.up(prefer="embedded"), True
+    _, answers = broker.status()
+    started = not answers and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if started:
+        broker.up(prefer="embedded")
     yield broker.ensure()
     if started:
         broker.down()

@@ -1,6 +1,7 @@
 """Broker resolution, the embedded broker's life cycle, failures and namespacing."""
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -90,10 +91,10 @@ def test_recorded_container_that_is_down_names_broker_up(own_state):
 
 
 def test_silent_listener_times_out_within_ten_seconds(monkeypatch):
-    with __import__("socket").socket() as sock:
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
-        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:%d" % sock.getsockname()[1])
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{sock.getsockname()[1]}")
         start = time.monotonic()
         with pytest.raises(BrokerUnavailable, match="did not answer Kafka metadata"):
             broker.ensure()
