@@ -56,18 +56,25 @@ class Dashboard:
             self._redraw()
 
     def _redraw(self) -> None:
-        import matplotlib.pyplot as plt
-        from IPython.display import display
+        from IPython.display import Image, display
 
-        with plt.ioff():
-            fig, ax = plt.subplots(figsize=(5.5, 3.2))
-        fig.patch.set_alpha(0)
-        self.draw(ax)
-        fig.tight_layout()
         with self.plot:
             self.plot.clear_output(wait=True)
-            display(fig)
-        plt.close(fig)
+            display(Image(data=self.render_png()))
+
+    def render_png(self) -> bytes:
+        """Draw the plot into PNG bytes (independent of the notebook's matplotlib backend)."""
+        from io import BytesIO
+
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(5.5, 3.2))
+        ax = fig.add_subplot()
+        self.draw(ax)
+        fig.tight_layout()
+        buffer = BytesIO()
+        fig.savefig(buffer, format="png", dpi=96, facecolor="white")
+        return buffer.getvalue()
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

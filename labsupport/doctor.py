@@ -6,12 +6,13 @@ the fix. The command exits 0 only when every check passes.
 """
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 
 from . import broker, settings
 from .broker import container, resolve
@@ -69,11 +70,14 @@ def check_python() -> Check:
 
 
 def check_packages() -> Check:
+    # Versions come from the installed metadata: importing ipympl, for one, would switch
+    # matplotlib's backend in the learner's kernel.
     found, missing = [], []
     for name in PACKAGES:
         try:
-            module = importlib.import_module(name)
-            found.append(f"{name} {getattr(module, '__version__', '')}".strip())
+            if importlib.util.find_spec(name) is None:
+                raise ModuleNotFoundError(name)
+            found.append(f"{name} {metadata.version(name.replace('_', '-'))}")
         except Exception:
             missing.append(name)
     if missing:

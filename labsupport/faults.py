@@ -29,6 +29,9 @@ class Faults:
             value = getattr(self, name)
             require(0 <= value <= 1, f"{name} must be between 0 and 1, got {value}.",
                     f"give {name} as a share, e.g. 0.05 for 5%")
+        total = self.error_rate + self.hang_rate
+        require(total <= 1, f"error_rate + hang_rate must be at most 1, got {total:g}.",
+                "lower one of them: together they are the share of requests that go wrong")
         require(self.hang_ms >= 0, f"hang_ms must be zero or more, got {self.hang_ms}.")
 
     def __str__(self) -> str:

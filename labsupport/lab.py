@@ -134,7 +134,8 @@ class Lab:
                         timeout_ms: float = 10_000, poisson: bool = False,
                         recorder: Recorder | None = None) -> LoadRun:
         """Like :meth:`open_loop` but returns at once with a :class:`LoadRun` to watch."""
-        recorder = recorder or Recorder(f"{target.name} @ {rate:g}/s")
+        if recorder is None:
+            recorder = Recorder(f"{target.name} @ {rate:g}/s")
         stop = threading.Event()
         future = self.submit(load.open_loop(self.session, target.url + path, rate, duration,
                                             recorder, timeout_ms, poisson, self.seed, stop))
@@ -144,7 +145,8 @@ class Lab:
                     timeout_ms: float = 10_000, recorder: Recorder | None = None,
                     progress: bool = True) -> Recorder:
         """Closed-loop load: ``users`` concurrent users, ``requests`` in all."""
-        recorder = recorder or Recorder(f"{target.name} x {users} users")
+        if recorder is None:
+            recorder = Recorder(f"{target.name} x {users} users")
         stop = threading.Event()
         future = self.submit(load.closed_loop(self.session, target.url + path, users,
                                               requests, recorder, timeout_ms, stop))

@@ -1,11 +1,13 @@
 """A worker pool for a simulated service: at most ``capacity`` requests at work at once.
 
-Requests beyond the capacity wait in line, which is exactly how a thread pool
-in a real server behaves. The capacity can change while traffic runs.
+Requests beyond the capacity wait in line, first come first served, which is
+how the request queue of a real server's thread pool behaves. The capacity can
+change while traffic runs.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -13,48 +15,64 @@ from .errors import require
 
 
 class WorkerPool:
-    """A resizable limit on concurrent work; ``busy`` and ``waiting`` are live gauges."""
+    """A resizable, first-come-first-served limit on concurrent work.
+
+    ``busy`` (requests at work) and ``waiting`` (requests in line) are live gauges.
+    Use it only from the lab's event loop.
+    """
 
     def __init__(self, capacity: int) -> None:
         self._check(capacity)
         self.capacity = capacity
         self.busy = 0
-        self.waiting = 0
-        self._changed: asyncio.Condition | None = None
+        self._line: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in line for a worker."""
+        return sum(not f.done() for f in self._line)
 
     @staticmethod
     def _check(capacity: int) -> None:
-        require(isinstance(capacity, int) and capacity >= 1,
+        require(isinstance(capacity, int) and not isinstance(capacity, bool) and capacity >= 1,
                 f"workers must be a whole number of at least 1, got {capacity!r}.",
                 "give the size of the service's worker pool, e.g. workers=10")
-
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:  # created lazily, on the lab's loop
-            self._changed = asyncio.Condition()
-        return self._changed
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one worker for the duration of the ``async with`` block."""
-        changed = self._condition()
-        async with changed:
-            self.waiting += 1
-            try:
-                await changed.wait_for(lambda: self.busy < self.capacity)
-            finally:
-                self.waiting -= 1
-            self.busy += 1
+        await self._acquire()
         try:
             yield
         finally:
-            async with changed:
-                self.busy -= 1
-                changed.notify()
+            self._release()
+
+    async def _acquire(self) -> None:
+        if self.busy < self.capacity and not self._line:
+            self.busy += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        try:
+            await turn  # _hand_out() counted us as busy before waking us
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # woken and cancelled at once: give the worker back
+            raise
+
+    def _release(self) -> None:
+        self.busy -= 1
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._line and self.busy < self.capacity:
+            turn = self._line.popleft()
+            if not turn.done():
+                self.busy += 1
+                turn.set_result(None)
 
     async def resize(self, capacity: int) -> None:
-        """Change the capacity; waiting requests start at once if there is room."""
+        """Change the capacity; requests in line start at once if there is room."""
         self._check(capacity)
-        changed = self._condition()
-        async with changed:
-            self.capacity = capacity
-            changed.notify_all()
+        self.capacity = capacity
+        self._hand_out()

@@ -41,8 +41,13 @@ def set_time_scale(value: float | None) -> None:
     """Override the time scale for this kernel (``None`` returns to ``LAB_TIME_SCALE``)."""
     global _scale_override
     if value is not None:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise BadParameter(f"The time scale must be a number, got {value!r}.",
+                               "use 1.0 for real time, or e.g. 0.2 to run 5x faster") from None
         _check_scale(value)
-    _scale_override = None if value is None else float(value)
+    _scale_override = value
 
 
 def _check_scale(value: float) -> None:

@@ -69,9 +69,6 @@ def test_invalid_parameters_raise(kwargs, name):
         Faults(**kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason="faults.py:28 validates each rate alone: "
-                   "error_rate=0.7 + hang_rate=0.5 is accepted, then decide() gives 30% "
-                   "errors, not the 70% asked for")
 def test_rates_adding_up_to_more_than_one_are_rejected():
     with pytest.raises(BadParameter):
         Faults(error_rate=0.7, hang_rate=0.5)

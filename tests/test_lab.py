@@ -181,7 +181,6 @@ EMPTY_RECORDER_BUG = ("lab.py:137 and :147 use `recorder or Recorder(...)`; Reco
                       "__len__, so a new (empty) recorder is falsy and silently replaced")
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_RECORDER_BUG)
 def test_open_loop_fills_the_empty_recorder_given(lab):
     svc = lab.service("api")
     rec = Recorder("mine")
@@ -189,7 +188,6 @@ def test_open_loop_fills_the_empty_recorder_given(lab):
     assert out is rec and len(rec) == 10
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_RECORDER_BUG)
 def test_closed_loop_fills_the_empty_recorder_given(lab):
     svc = lab.service("api")
     rec = Recorder("mine")

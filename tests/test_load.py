@@ -103,8 +103,8 @@ def test_queueing_shows_up_in_open_loop(lab):
     assert stats["p50"] > 400
     assert stats["p99"] > 800, f"queueing hidden: {rec.summary()}"
     # Arrivals every 50 ms, one done per 100 ms: request i waits ~50*i, so the mean is
-    # ~575 ms whatever order the pool serves them in (plus a little HTTP overhead).
-    assert 500 < stats["mean"] < 2000
+    # at least ~575 ms whatever order the pool serves them in.
+    assert stats["mean"] > 500
 
 
 def test_latency_counts_from_the_scheduled_time(lab):

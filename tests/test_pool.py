@@ -167,9 +167,6 @@ def test_bad_resize_raises_and_keeps_capacity():
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="pool.py:43 wait_for() lets a newcomer take a freed "
-                   "slot before the notified waiter runs, and that waiter re-queues at the back: "
-                   "requests do not 'wait in line' (order H, D, B, C, A instead of H, A, B, C, D)")
 def test_waiters_are_served_in_arrival_order():
     async def main() -> list[str]:
         pool, order = WorkerPool(1), []

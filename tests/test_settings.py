@@ -84,8 +84,6 @@ def test_bad_parameter_is_a_value_error_and_lab_error(monkeypatch):
         settings.time_scale()
 
 
-@pytest.mark.xfail(strict=True, reason="settings.py:_check_scale compares a str with floats: "
-                   "set_time_scale('fast') raises TypeError, not BadParameter")
 def test_set_time_scale_rejects_non_number_with_bad_parameter():
     with pytest.raises(BadParameter):
         settings.set_time_scale("fast")

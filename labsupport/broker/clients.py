@@ -60,8 +60,8 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
 
 def consumer_config(bootstrap: str, group_name: str, **overrides: Any) -> dict[str, Any]:
     """Consumer settings with the course's short session and fetch wait, in ``group_name``."""
-    config = common_config(bootstrap)
-    config.update(CONSUMER_DEFAULTS)
+    config = {"bootstrap.servers": bootstrap, "logger": KAFKA_LOG, **CONSUMER_DEFAULTS}
+    config.update(extra_properties())  # a cluster's own limits win over the course's defaults
     config["group.id"] = group(group_name)
     config.update(_dotted(overrides))
     return config

@@ -9,6 +9,7 @@ Env:  BROWSER_TEST_NOTEBOOKS  glob of notebooks, relative to the repo root or
       LAB_TIME_SCALE          passed to the kernels (default "0.2")
       BROWSER_TEST_CHROMIUM   browser binary (default /usr/bin/chromium)
       CI                      if set, a missing chromium is a failure, not a skip
+LAB_HEADLESS is removed from the server's environment (dashboards must draw).
 Artifacts: tests/artifacts/jupyter.log, tests/artifacts/screenshots/<name>.png
 """
 
@@ -415,7 +416,7 @@ def _problems(cells: list[dict], needs_widgets: bool, needs_canvas: bool) -> lis
     for index, cell in enumerate(cells):
         if not cell["code"]:
             continue
-        label = f"cell {index} {cell['prompt'].rstrip(':') or '[?]'}"
+        label = f"cell #{index} {cell['prompt'].rstrip(':') or '[?]'}"
         # Cells tagged raises-exception may show a traceback (Run All goes on after them).
         if "raises-exception" not in cell["tags"]:
             for err in cell["errors"]:
