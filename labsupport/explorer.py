@@ -23,7 +23,7 @@ class LatencyExplorer:
         self.slider = w.IntSlider(value=start, min=0, max=1000, step=50,
                                   description=f"{knob.name} ms", continuous_update=False)
         self.button = w.Button(description=f"Send {requests} requests", button_style="primary",
-                               icon="paper-plane")
+                               icon="paper-plane", layout=w.Layout(width="auto"))
         self.button.on_click(lambda _: self.send())
         self.dashboard = Dashboard(f"Latency explorer: call {entry.name}",
                                    [self.slider, self.button], self._draw)
@@ -42,8 +42,8 @@ class LatencyExplorer:
         if latency_ms is not None:
             self.slider.value = latency_ms
         self.knob.set(latency=self.slider.value)
-        # All requests at once: the services have enough workers that none waits for another.
-        self.recorder = self.lab.closed_loop(self.entry, users=self.requests,
+        # Five users at a time: the services have enough workers that none waits for another.
+        self.recorder = self.lab.closed_loop(self.entry, users=min(5, self.requests),
                                              requests=self.requests, progress=False)
         summary = (f"{self.knob.name} at {self.slider.value} ms: {self.recorder.summary()}; "
                    f"theory (sum along the chain) {self.expected_ms():.0f} ms")
@@ -55,6 +55,7 @@ class LatencyExplorer:
                 label="measured")
         ax.axvline(self.expected_ms(), color=PALETTE[1], linestyle="--", linewidth=2,
                    label="theory: sum")
+        ax.set_xlim(left=0)
         ax.set_xlabel("latency of one call (model ms)")
         ax.set_ylabel("requests")
         ax.legend(loc="upper left", fontsize=8)
