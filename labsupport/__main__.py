@@ -37,10 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("broker", help="start, stop or show the lab's Kafka-protocol broker")
     b.add_argument("action", choices=["up", "down", "status"])
     sub.add_parser("doctor", help="check that the lab is ready; prints the fix for each failure")
+    n = sub.add_parser("notebooks", help="authoring: store the outputs nbval checks")
+    n.add_argument("action", choices=["store-outputs"])
+    n.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     try:
         if args.command == "broker":
             return _broker(args.action)
+        if args.command == "notebooks":
+            from .authoring import store_checked_outputs
+
+            for path in args.paths:
+                print(f"{path}: kept {store_checked_outputs(path)} checked outputs")
+            return 0
         return 0 if doctor.run().ok else 1
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
