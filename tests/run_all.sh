@@ -24,10 +24,14 @@ $BIN/ruff check labsupport tests
 
 echo "== unit, broker and notebook tests (pytest)"
 $BIN/python -m pytest -p no:cacheprovider -q --doctest-modules labsupport tests \
-  --junitxml=tests/artifacts/pytest.xml
+  --ignore=tests/browser --junitxml=tests/artifacts/pytest.xml
 
 echo "== notebooks (nbval)"
 shopt -s nullglob
 notebooks=(notebooks/*.ipynb solutions/*.ipynb)
 $BIN/python -m pytest -p no:cacheprovider -q --nbval-lax --nbval-cell-timeout=300 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg "${notebooks[@]}"
+
+# Separate run: Playwright's sync API keeps an event loop running in the main thread.
+echo "== browser (Playwright + Chromium + JupyterLab)"
+$BIN/python -m pytest -p no:cacheprovider -q tests/browser
