@@ -1,4 +1,5 @@
-"""Command line: ``python -m labsupport broker up|down|status`` and ``doctor``."""
+"""Command line: ``python -m labsupport broker up|down|status``, ``doctor``,
+``exercises build|check`` and ``progress``."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,24 @@ def _broker(action: str) -> int:
     return 0 if answers else 1
 
 
+def _exercises(action: str) -> int:
+    from . import exercises_build
+
+    if action == "build":
+        for path in exercises_build.build():
+            print(f"wrote {path}")
+        return 0
+    problems = exercises_build.check_in_sync()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"exercises/ is out of sync with solutions/. Fix: {exercises_build.FIX}",
+              file=sys.stderr)
+        return 1
+    print("exercises/ is in sync with solutions/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labsupport",
                                      description="Latency Lab helper commands.")
@@ -40,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     n = sub.add_parser("notebooks", help="authoring: store the outputs nbval checks")
     n.add_argument("action", choices=["store-outputs"])
     n.add_argument("paths", nargs="+")
+    e = sub.add_parser("exercises", help="authoring: write exercises/ from solutions/, or check")
+    e.add_argument("action", choices=["build", "check"])
+    sub.add_parser("progress", help="print which exercises you have done")
     args = parser.parse_args(argv)
     try:
         if args.command == "broker":
@@ -49,6 +71,13 @@ def main(argv: list[str] | None = None) -> int:
 
             for path in args.paths:
                 print(f"{path}: kept {store_checked_outputs(path)} checked outputs")
+            return 0
+        if args.command == "exercises":
+            return _exercises(args.action)
+        if args.command == "progress":
+            from .progress import table
+
+            print(table())
             return 0
         return 0 if doctor.run().ok else 1
     except LabError as exc:

@@ -82,6 +82,17 @@ class Mistake:
             return False
 
 
+def _mistake_undefined(mistake: Mistake, args: tuple) -> bool:
+    """True when the wrong formula itself fails on ``args`` (min of an empty list, say)."""
+    if not callable(mistake.like):
+        return False
+    try:
+        mistake.like(*args)
+    except Exception:
+        return True
+    return False
+
+
 def _close(got: Any, expected: Any, rel: float, abs_: float) -> bool:
     if expected is None or isinstance(expected, (str, bool)):
         return got == expected
@@ -157,6 +168,7 @@ class Cases(Step):
     abs_: float = 1e-9
     mistakes: Sequence[Mistake] = ()
     returns: type | tuple[type, ...] | None = numbers.Real
+    mistake_args: Callable[[Case], tuple] | None = None
 
     def run(self, answer: Any) -> None:
         if not callable(answer):
@@ -181,10 +193,26 @@ class Cases(Step):
         if _close(got, case.expected, self.rel, self.abs_):
             return
         for mistake in self.mistakes:
-            if mistake.matches(got, case.args):
+            if mistake.matches(got, self._args(case)) and self._everywhere(answer, mistake):
                 raise NotYet(f"{call} returned {_fmt(got)}, expected {_fmt(case.expected)}: "
                              f"{mistake.message}")
         raise NotYet(f"{call} returned {_fmt(got)}, expected {_fmt(case.expected)}.")
+
+    def _args(self, case: Case) -> tuple:
+        return self.mistake_args(case) if self.mistake_args else case.args
+
+    def _everywhere(self, answer: Callable[..., Any], mistake: Mistake) -> bool:
+        """True when the answer agrees with the mistake on every case it can be run on,
+        so a coincidence on one input never earns the wrong explanation."""
+        for case in self.cases:
+            try:
+                got = answer(*case.args, **case.kwargs)
+            except Exception:  # that input breaks the learner's code: no evidence either way
+                continue
+            if not mistake.matches(got, self._args(case)) and not _mistake_undefined(
+                    mistake, self._args(case)):
+                return False
+        return True
 
 
 @dataclass
@@ -236,7 +264,9 @@ def describe_error(error: BaseException, call: str = "") -> str:
         line = (frame.line or linecache.getline(frame.filename, frame.lineno or 0)).strip()
         place = "your cell" if _is_cell(frame.filename) else Path(frame.filename).name
         inside = f" (in {frame.name})" if frame.name not in ("<module>", "") else ""
-        text += f", at line {frame.lineno} of {place}{inside}: {line}"
+        text += f", at line {frame.lineno} of {place}{inside}"
+        text += f": {line}" if line else "."
+        return text
     return text + "."
 
 
@@ -280,7 +310,7 @@ class Question:
             for step in self.steps:
                 step.run(answer)
         except NotYet as wrong:
-            return progress.TRIED, _sentence(str(wrong))
+            return progress.TRIED, str(wrong).strip()
         except LearnerRaised as raised:
             if isinstance(raised.error, NotImplementedError):
                 return progress.NOT_ATTEMPTED, self._not_attempted()
@@ -301,6 +331,10 @@ class Question:
     def hint(self, n: int | None = None) -> None:
         """Print hint ``n`` (1, 2 or 3); without ``n``, the next hint each time."""
         count = len(self.hints)
+        if n is None and self._next_hint > count:
+            print(f"You have seen all {count} hints for {self.id}: {self.id}.hint(1) shows the "
+                  f"first again, {self.id}.solution() shows the answer.")
+            return
         if n is None:
             n = self._next_hint
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= count:
@@ -328,16 +362,9 @@ class Question:
                 f"{self.id}.solution() for the answer.>")
 
 
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text[:1].upper() + text[1:] if text else text
-
-
 def _say(status: str, message: str) -> None:
     label, colour = {progress.DONE: ("Correct", GREEN), progress.TRIED: ("Not yet", RED),
                      progress.NOT_ATTEMPTED: ("Not attempted yet", YELLOW)}[status]
-    if status == progress.NOT_ATTEMPTED:
-        message = message[:1].lower() + message[1:]
     line = f"{label}: {message}"
     print(f"{colour}{line}{RESET}" if _colour() else line)
 

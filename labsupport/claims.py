@@ -31,11 +31,17 @@ class Claim:
     tolerance: float
     meaning: str
     passed: bool
+    absolute: float = 0.0
+
+    def _margin(self) -> str:
+        parts = [f"{self.tolerance:.0%}"] if self.tolerance else []
+        parts += [f"±{_num(self.absolute)}"] if self.absolute else []
+        return " + ".join(parts) or "exactly"
 
     def sentence(self) -> str:
         verdict = "PASS " if self.passed else "FAIL "
-        relation = (f"within {self.tolerance:.0%}" if self.passed
-                    else f"off by more than {self.tolerance:.0%}")
+        margin = self._margin()
+        relation = f"within {margin}" if self.passed else f"off by more than {margin}"
         tail = (f": {self.meaning}." if self.passed else
                 f". The claim was: {self.meaning}. Look at the experiment's settings "
                 "(time scale, load, seed) and run it again.")
@@ -57,7 +63,7 @@ def expect(name: str, measured: float, theory: float, tolerance: float = 0.1,
     """
     require(tolerance >= 0 and absolute >= 0, "tolerance and absolute must be zero or more.")
     ok = not math.isnan(measured) and abs(measured - theory) <= tolerance * abs(theory) + absolute
-    claim = Claim(name, measured, theory, tolerance, meaning, ok)
+    claim = Claim(name, measured, theory, tolerance, meaning, ok, absolute)
     print(claim.sentence())
     if not ok and strict():
         raise ClaimFailed(claim.sentence())

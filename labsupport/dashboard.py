@@ -9,6 +9,8 @@ and plots use a transparent background so they read in the dark theme too.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,8 +36,12 @@ class Dashboard:
 
         self.title = title
         self.draw = draw
+        self._figure: Any = None
+        self._axes: Any = None
+        self._render_lock = threading.Lock()
         self.summary_text = "no results yet"
-        self.plot = w.Output(layout=w.Layout(min_width="420px"))
+        # An Image widget, not an Output: it can be updated from a background thread.
+        self.plot = w.Image(format="png", layout=w.Layout(min_width="420px", max_width="560px"))
         self.summary = w.HTML(self._summary_html(), layout=w.Layout(width="100%"))
         heading = w.HTML(f"<b>{title}</b>")
         left = w.VBox([heading, *controls], layout=w.Layout(width="34%", min_width="260px"))
@@ -56,25 +62,35 @@ class Dashboard:
             self._redraw()
 
     def _redraw(self) -> None:
-        from IPython.display import Image, display
-
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            display(Image(data=self.render_png()))
+        self.plot.value = self.render_png()
 
     def render_png(self) -> bytes:
-        """Draw the plot into PNG bytes (independent of the notebook's matplotlib backend)."""
+        """Draw the plot into PNG bytes (independent of the notebook's matplotlib backend).
+
+        One figure is reused and margins are fixed, so a frame takes tens of
+        milliseconds and the dashboard can redraw several times a second.
+        """
         from io import BytesIO
 
-        from matplotlib.figure import Figure
+        with self._render_lock:
+            if self._figure is None:
+                self._figure, self._axes = _new_figure()
+            self._axes.clear()
+            self.draw(self._axes)
+            buffer = BytesIO()
+            self._figure.savefig(buffer, format="png", dpi=80, facecolor="white")
+            return buffer.getvalue()
 
-        fig = Figure(figsize=(5.5, 3.2))
-        ax = fig.add_subplot()
-        self.draw(ax)
-        fig.tight_layout()
-        buffer = BytesIO()
-        fig.savefig(buffer, format="png", dpi=96, facecolor="white")
-        return buffer.getvalue()
+    def watch(self, done: Callable[[], bool], summarize: Callable[[], str],
+              hz: float = 8.0) -> LiveView:
+        """Redraw ``hz`` times a second in a background thread until ``done()``.
+
+        The kernel stays free while traffic runs. Headless, only the final
+        summary is shown.
+        """
+        view = LiveView(self, done, summarize, hz)
+        view.start()
+        return view
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -83,3 +99,47 @@ class Dashboard:
             print(f"{self.title}: {self.summary_text}")
         else:
             display(self.widget)
+
+
+def _new_figure() -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 3.4))
+    axes = figure.add_subplot()
+    figure.subplots_adjust(left=0.12, right=0.97, bottom=0.16, top=0.95)
+    return figure, axes
+
+
+class LiveView:
+    """A background redraw loop for a :class:`Dashboard`; ``redraw_hz`` is its measured rate."""
+
+    def __init__(self, dashboard: Dashboard, done: Callable[[], bool],
+                 summarize: Callable[[], str], hz: float) -> None:
+        self.dashboard, self.done, self.summarize, self.hz = dashboard, done, summarize, hz
+        self.frames = 0
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._loop, name="labsupport-dashboard",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        live = not headless()
+        while not self.done():
+            if live:
+                self.dashboard.refresh(self.summarize())
+                self.frames += 1
+            time.sleep(max(0.0, 1 / self.hz - (time.monotonic() - start) % (1 / self.hz)))
+        self.seconds = time.monotonic() - start
+        self.dashboard.refresh(self.summarize())
+
+    @property
+    def redraw_hz(self) -> float:
+        """Frames drawn per second while the run lasted (0 when headless)."""
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the run and the last redraw."""
+        self._thread.join(timeout)

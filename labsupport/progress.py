@@ -44,6 +44,8 @@ def record(module: str, question: str, status: str, message: str = "") -> None:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
     modules = load()
     entry = modules.setdefault(str(module), {}).setdefault(str(question), {"tries": 0})
+    if status == NOT_ATTEMPTED and entry.get("status") in (DONE, TRIED):
+        return  # an emptied cell does not undo work already checked
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     entry.update(status=status, message=message, updated=now)
     if status != NOT_ATTEMPTED:

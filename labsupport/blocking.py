@@ -1,0 +1,266 @@
+"""Module 01 experiments: chains, fan-out, the tail at scale, and availability.
+
+Each experiment builds its services once on a :class:`~labsupport.lab.Lab` and
+changes their knobs between runs, so a dashboard can re-run it as often as the
+learner likes without starting new servers.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .dashboard import PALETTE, Dashboard, LiveView
+from .errors import require
+from .faults import Faults
+from .lab import Lab, LoadRun
+from .latency import Constant, LatencyModel, LogNormal, Normal, as_model
+from .metrics import Recorder
+from .services import Service
+
+
+def latency_model(kind: str, mean_ms: float, spread_ms: float) -> LatencyModel:
+    """A model from dashboard controls: ``constant``, ``normal`` or ``lognormal``."""
+    require(kind in ("constant", "normal", "lognormal"),
+            f"Unknown distribution {kind!r}.", "use 'constant', 'normal' or 'lognormal'")
+    if kind == "constant" or spread_ms == 0:
+        return Constant(mean_ms)
+    if kind == "normal":
+        return Normal(mean_ms, spread_ms)
+    sigma = math.sqrt(math.log(1 + (spread_ms / max(mean_ms, 1e-9)) ** 2))
+    return LogNormal(mean_ms / math.exp(sigma ** 2 / 2), sigma)  # same mean and sd
+
+
+class ChainExperiment:
+    """Up to ``max_n`` services; the first ``n`` call each other in series."""
+
+    def __init__(self, lab: Lab, n: int = 3, latency: LatencyModel | float = 500,
+                 max_n: int = 6, prefix: str = "chain") -> None:
+        require(1 <= n <= max_n, f"n must be between 1 and {max_n}, got {n}.")
+        self.lab = lab
+        self.services = lab.chain(max_n, latency, prefix=prefix)
+        self.n = n
+        self.configure(n, latency)
+        self.recorder = Recorder("chain")
+        self.run_handle: LoadRun | None = None
+
+    def configure(self, n: int, latency: LatencyModel | float) -> None:
+        """Use the first ``n`` services, each with ``latency``."""
+        require(1 <= n <= len(self.services),
+                f"n must be between 1 and {len(self.services)}, got {n}.")
+        self.n = n
+        for i, svc in enumerate(self.services):
+            svc.set(latency=as_model(latency), calls=[self.services[i + 1]] if i + 1 < n else [])
+
+    @property
+    def entry(self) -> Service:
+        return self.services[0]
+
+    def theory_ms(self) -> float:
+        """Sum of the mean latencies of the services in the chain."""
+        return sum(s.latency.mean_ms() for s in self.services[: self.n])
+
+    def start(self, rate: float = 10, duration: float = 3) -> LoadRun:
+        """Open-loop traffic into the chain in the background."""
+        self.run_handle = self.lab.start_open_loop(self.entry, rate, duration)
+        self.recorder = self.run_handle.recorder
+        return self.run_handle
+
+    def run(self, requests: int = 20, users: int = 5) -> Recorder:
+        """``requests`` calls through the chain, ``users`` at a time; returns the record."""
+        self.recorder = self.lab.closed_loop(self.entry, users, requests, progress=False)
+        return self.recorder
+
+    def summary(self) -> str:
+        return (f"chain of {self.n}: {self.recorder.summary()}; "
+                f"theory (sum of means) {self.theory_ms():.0f} ms")
+
+    def draw(self, ax) -> None:
+        lat = self.recorder.latencies()
+        if lat:
+            ax.hist(lat, bins=20, color=PALETTE[0], alpha=0.85, label="measured calls")
+        ax.axvline(self.theory_ms(), color=PALETTE[1], linestyle="--", linewidth=2,
+                   label="sum of the means")
+        ax.set_xlim(left=0)
+        ax.set_xlabel("user-facing latency (model ms)")
+        ax.set_ylabel("calls")
+        ax.legend(loc="upper left", fontsize=8)
+
+    def dashboard(self) -> Dashboard:
+        """Sliders for N and the latency distribution; Run sends 3 s of live traffic."""
+        import ipywidgets as w
+
+        self.controls = {
+            "n": w.IntSlider(self.n, 1, len(self.services), description="services"),
+            "kind": w.Dropdown(options=["constant", "normal", "lognormal"], value="normal",
+                               description="latency"),
+            "mean": w.IntSlider(500, 0, 1000, 50, description="mean ms"),
+            "spread": w.IntSlider(100, 0, 400, 25, description="spread ms"),
+        }
+        button = w.Button(description="Run 3 s of traffic", button_style="primary",
+                          layout=w.Layout(width="auto"))
+        button.on_click(lambda _: self.press_run())
+        self.board = Dashboard("A chain of synchronous calls",
+                               [*self.controls.values(), button], self.draw)
+        return self.board
+
+    def press_run(self, **values: object) -> LiveView:
+        """What the Run button does (``values`` first move the controls, e.g. ``n=4``)."""
+        for name, value in values.items():
+            self.controls[name].value = value
+        c = {name: control.value for name, control in self.controls.items()}
+        self.configure(c["n"], latency_model(c["kind"], c["mean"], c["spread"]))
+        run = self.start(rate=10, duration=3)
+        return self.board.watch(run.done, self.summary)
+
+
+class FanOutExperiment:
+    """A root that calls its leaves in parallel (or, toggled, in series)."""
+
+    def __init__(self, lab: Lab, latencies: Sequence[float] = (100, 200, 500),
+                 name: str = "aggregator") -> None:
+        self.lab = lab
+        self.root, self.leaves = lab.fan_out(len(latencies), 0, name=name)
+        for leaf, ms in zip(self.leaves, latencies, strict=True):
+            leaf.set(latency=ms)
+        self.recorder = Recorder(name)
+
+    def run(self, parallel: bool = True, requests: int = 10) -> Recorder:
+        """Call the root ``requests`` times with the leaves called in parallel or in series."""
+        self.root.set(parallel=parallel)
+        self.recorder = self.lab.closed_loop(self.root, 5, requests, progress=False)
+        return self.recorder
+
+    def sum_ms(self) -> float:
+        return sum(leaf.latency.mean_ms() for leaf in self.leaves)
+
+    def max_ms(self) -> float:
+        return max(leaf.latency.mean_ms() for leaf in self.leaves)
+
+
+@dataclass(frozen=True)
+class TailPoint:
+    """One fan-out width: measured share of slow requests against 1 - (1 - p)^n."""
+
+    n: int
+    requests: int
+    slow: int
+    p50_ms: float
+    p99_ms: float
+    p_slow: float
+
+    @property
+    def measured(self) -> float:
+        return self.slow / self.requests
+
+    @property
+    def theory(self) -> float:
+        return 1 - (1 - self.p_slow) ** self.n
+
+
+class TailAtScale:
+    """Fan-out to ``n`` leaves, each slow with probability ``p_slow`` (a spike mixture).
+
+    A request is *slow* when at least one of its leaves was slow: it must wait
+    for the slowest. Leaves report how long they worked, so the count is exact.
+    """
+
+    def __init__(self, lab: Lab, max_n: int = 100, p_slow: float = 0.01,
+                 fast_ms: float = 5, slow_ms: float = 100) -> None:
+        from .latency import Spikes
+
+        self.lab, self.p_slow, self.slow_ms = lab, p_slow, slow_ms
+        model = Spikes(Constant(fast_ms), Constant(slow_ms), p=p_slow)
+        self.root, self.leaves = lab.fan_out(max_n, model, name="tail")
+
+    def measure(self, n: int, requests: int = 100) -> TailPoint:
+        """Send ``requests`` one after another through a fan-out of ``n`` leaves."""
+        require(1 <= n <= len(self.leaves), f"n must be between 1 and {len(self.leaves)}.")
+        self.root.set(calls=self.leaves[:n])
+        slow, rec = 0, Recorder(f"fan-out {n}")
+        for i in range(requests):
+            answer = self.lab.call(self.root)
+            rec.record(i, answer.ms, answer.status)
+            works = [c["body"]["work_ms"] for c in answer.body["calls"]]
+            slow += max(works) >= self.slow_ms
+        return TailPoint(n, requests, slow, rec.percentile(50), rec.percentile(99), self.p_slow)
+
+    def sweep(self, ns: Sequence[int] = (1, 10, 30, 100), requests: int = 100,
+              progress: bool = True) -> list[TailPoint]:
+        """:meth:`measure` for each width in ``ns`` (a progress bar shows the way)."""
+        from tqdm.auto import tqdm
+
+        return [self.measure(n, requests) for n in tqdm(ns, desc="fan-out widths",
+                                                        disable=not progress, leave=False)]
+
+    @staticmethod
+    def draw(points: Sequence[TailPoint], ax) -> None:
+        """Measured shares as dots over the theory curve 1 - (1 - p)^n."""
+        if not points:
+            return
+        top, p = max(pt.n for pt in points), points[0].p_slow
+        xs = list(range(1, top + 1))
+        ax.plot(xs, [1 - (1 - p) ** x for x in xs], color=PALETTE[1], linewidth=2,
+                label=f"theory 1-(1-{p:g})^N")
+        ax.plot([pt.n for pt in points], [pt.measured for pt in points], "o",
+                color=PALETTE[0], markersize=8, label="measured")
+        ax.set_xlabel("N leaves per request")
+        ax.set_ylabel("share of slow requests")
+        ax.set_ylim(0, 1)
+        ax.legend(loc="lower right", fontsize=8)
+
+
+class AvailabilityChain:
+    """A chain whose services fail independently; success needs every one to succeed."""
+
+    def __init__(self, lab: Lab, availabilities: Sequence[float] = (0.99, 0.95, 0.98),
+                 prefix: str = "avail") -> None:
+        self.lab = lab
+        self.services = lab.chain(len(availabilities), 0, prefix=prefix)
+        self.set(availabilities)
+
+    def set(self, availabilities: Sequence[float]) -> None:
+        """Give each service its availability (the share of requests it answers well)."""
+        require(len(availabilities) == len(self.services),
+                f"give {len(self.services)} availabilities, got {len(availabilities)}.")
+        for svc, a in zip(self.services, availabilities, strict=True):
+            require(0 <= a <= 1, f"an availability must be between 0 and 1, got {a}.")
+            svc.set(faults=Faults(error_rate=round(1 - a, 6)))
+        self.availabilities = list(availabilities)
+
+    def product(self) -> float:
+        return math.prod(self.availabilities)
+
+    def measure(self, requests: int = 2000) -> float:
+        """The measured end-to-end success rate over ``requests`` calls."""
+        rec = self.lab.closed_loop(self.services[0], 10, requests, progress=False)
+        return 1 - rec.error_rate()
+
+    def dashboard(self) -> Dashboard:
+        """A slider per service's availability; Measure sends 2000 requests."""
+        import ipywidgets as w
+
+        self.sliders = [w.FloatSlider(a, min=0.8, max=1.0, step=0.005, readout_format=".3f",
+                                      description=svc.name)
+                        for svc, a in zip(self.services, self.availabilities, strict=True)]
+        button = w.Button(description="Measure 2000 requests", button_style="primary",
+                          layout=w.Layout(width="auto"))
+        button.on_click(lambda _: self.press_measure())
+        self.board = Dashboard("Availability multiplies", [*self.sliders, button], self.draw)
+        return self.board
+
+    def press_measure(self, requests: int = 2000) -> float:
+        """What the Measure button does; returns the measured success rate."""
+        self.set([s.value for s in self.sliders])
+        self.measured = self.measure(requests)
+        self.board.refresh(f"measured end-to-end success {self.measured:.1%} over {requests} "
+                           f"requests; product of availabilities {self.product():.1%}")
+        return self.measured
+
+    def draw(self, ax) -> None:
+        names = [s.name for s in self.services] + ["product", "measured"]
+        values = self.availabilities + [self.product(), getattr(self, "measured", 0.0)]
+        colors = [PALETTE[4]] * len(self.services) + [PALETTE[1], PALETTE[0]]
+        ax.bar(names, values, color=colors)
+        ax.set_ylim(min(values + [0.8]) - 0.02, 1.0)
+        ax.set_ylabel("share of requests that succeed")

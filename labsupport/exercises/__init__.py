@@ -1,0 +1,30 @@
+"""The exercise questions of each module, declared once and used by the notebooks.
+
+In module 01's exercise notebook::
+
+    from labsupport.exercises.m01 import q1, q2, q3, q4
+    q1            # tells you what to define and how to check it
+
+Each ``q`` has ``check()``, ``hint()`` and ``solution()``; see :mod:`labsupport.checks`.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..checks import Question
+
+MODULES = {"01": "labsupport.exercises.m01"}
+
+
+def questions(module: str) -> list[Question]:
+    """The questions of ``module`` (e.g. "01"), in order."""
+    mod = importlib.import_module(MODULES[module])
+    return list(mod.QUESTIONS)
+
+
+def declared_questions() -> dict[str, list[str]]:
+    """``{module: [question ids]}`` for every module that has exercises."""
+    return {module: [q.id for q in questions(module)] for module in MODULES}
+
+
+__all__ = ["MODULES", "questions", "declared_questions"]

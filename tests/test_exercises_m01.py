@@ -1,0 +1,213 @@
+"""Module 01's questions: each passes with its solution and fails, specifically, on the
+wrong answers a learner would plausibly write. q4 runs on real services at time scale 0.2."""
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+
+import aiohttp
+import pytest
+
+from labsupport import settings
+from labsupport.exercises import declared_questions
+from labsupport.exercises.m01 import q1, q2, q3, q4
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_PROGRESS_FILE", str(tmp_path / "progress.json"))
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_time():
+    settings.set_time_scale(0.2)
+    yield
+    settings.set_time_scale(None)
+
+
+def solution_namespace(question) -> dict:
+    namespace: dict = {}
+    exec(question._solution, namespace)  # the solution text the learner is shown
+    return namespace
+
+
+def verdict(question, answer, capsys) -> tuple[bool, str]:
+    ok = question.check(answer)
+    return ok, capsys.readouterr().out.strip()
+
+
+def test_the_module_declares_q1_to_q4():
+    assert declared_questions()["01"] == ["q1", "q2", "q3", "q4"]
+    assert [q.name for q in (q1, q2, q3, q4)] == [
+        "chain_p99_ms", "end_to_end_success", "slow_share", "fetch_all"]
+    assert all(len(q.hints) == 3 and q._solution for q in (q1, q2, q3, q4))
+
+
+# ----- q1 ----------------------------------------------------------------------------------
+def test_q1_solution_passes(capsys):
+    answer = solution_namespace(q1)["chain_p99_ms"]
+    assert answer == pytest.approx(380.6, abs=0.1)
+    assert verdict(q1, answer, capsys)[0]
+    assert verdict(q1, 381.0, capsys)[0]  # within 2%
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (3 * (100 + 2.3263 * 20), "you added the three p99s"),
+    (300 + 2.3263 * 60, "Tails do not add, variances do"),
+    (300, "that is the mean of the chain, not its p99"),
+    (146.5, "that is the p99 of one service"),
+    (0.3806, "that looks like seconds"),
+    (500, "500 ms is too high"),
+])
+def test_q1_wrong_answers(wrong, message, capsys):
+    ok, out = verdict(q1, wrong, capsys)
+    assert not ok and out.startswith("Not yet:") and message in out
+
+
+# ----- q2 ----------------------------------------------------------------------------------
+def test_q2_solution_passes(capsys):
+    assert verdict(q2, solution_namespace(q2)["end_to_end_success"], capsys)[0]
+
+
+def test_q2_the_cases_include_the_course_numbers():
+    cases = {tuple(c.args[0]): c.expected for c in q2.steps[0].cases}
+    assert cases[(0.999,) * 10] == pytest.approx(0.99004, abs=1e-5)
+    assert cases[(0.9, 0.5)] == pytest.approx(0.45)
+    assert cases[()] == 1.0 and cases[(1.0,) * 5] == 1.0
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda a: min(a), "that is the weakest link (min)"),
+    (lambda a: sum(a) / len(a), "that is the average availability"),
+    (lambda a: 1 - sum(1 - x for x in a), "(the union bound)"),
+    (lambda a: 100 * math.prod(a), "that looks like a percentage"),
+    (lambda a: math.prod(a) if a else 0.0, "end_to_end_success([]) returned 0, expected 1"),
+])
+def test_q2_wrong_answers(wrong, message, capsys):
+    ok, out = verdict(q2, wrong, capsys)
+    assert not ok and message in out
+
+
+# ----- q3 ----------------------------------------------------------------------------------
+def test_q3_solution_passes(capsys):
+    ok, out = verdict(q3, solution_namespace(q3)["slow_share"], capsys)
+    assert ok, out
+
+
+def test_q3_the_cases_include_the_course_numbers():
+    cases = {(c.args, tuple(c.kwargs.items())): c.expected for c in q3.steps[0].cases}
+    assert cases[((1,), ())] == pytest.approx(0.01)
+    assert round(cases[((100,), ())], 4) == 0.634
+    assert cases[((0,), ())] == 0.0
+    assert cases[((50,), (("p_slow", 0.0),))] == 0.0
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda n, p_slow=0.01: n * p_slow, "that is n · p_slow"),
+    (lambda n, p_slow=0.01: (1 - p_slow) ** n, "the share of requests with NO slow leaf"),
+    (lambda n, p_slow=0.01: p_slow ** n, "the chance that ALL leaves are slow"),
+    (lambda n, p_slow=0.01: 100 * (1 - (1 - p_slow) ** n), "that looks like a percentage"),
+    (lambda n, p_slow: 1 - (1 - p_slow) ** n, "TypeError"),
+])
+def test_q3_wrong_answers(wrong, message, capsys):
+    ok, out = verdict(q3, wrong, capsys)
+    assert not ok and message in out
+
+
+# ----- q4: real services -----------------------------------------------------------------
+async def sequential(session, urls, timeout_s):
+    statuses = []
+    for url in urls:
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+                statuses.append(r.status)
+        except asyncio.TimeoutError:
+            statuses.append(None)
+    return statuses
+
+
+async def no_timeout(session, urls, timeout_s):
+    async def one(url):
+        async with session.get(url) as r:
+            return r.status
+    return list(await asyncio.gather(*(one(url) for url in urls)))
+
+
+async def one_timeout_for_all(session, urls, timeout_s):
+    return await asyncio.wait_for(no_timeout(session, urls, timeout_s), timeout_s)
+
+
+async def one_timeout_for_all_caught(session, urls, timeout_s):
+    try:
+        return await one_timeout_for_all(session, urls, timeout_s)
+    except asyncio.TimeoutError:
+        return [None] * len(urls)
+
+
+async def responses(session, urls, timeout_s):
+    return list(await asyncio.gather(*(session.get(url) for url in urls)))
+
+
+async def arrival_order(session, urls, timeout_s):
+    async def one(url):
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+                return r.status
+        except asyncio.TimeoutError:
+            return None
+    return [await done for done in asyncio.as_completed([one(url) for url in urls])]
+
+
+def not_async(session, urls, timeout_s):
+    return [200 for _ in urls]
+
+
+async def uncaught_error(session, urls, timeout_s):
+    statuses = {}
+    return [statuses[url] for url in urls]
+
+
+def test_q4_solution_passes(capsys):
+    before = threading.active_count()
+    start = time.perf_counter()
+    ok, out = verdict(q4, solution_namespace(q4)["fetch_all"], capsys)
+    assert ok, out
+    assert time.perf_counter() - start < 5
+    assert threading.active_count() == before  # its private lab is closed again
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (sequential, "your calls ran one after another: took"),
+    (no_timeout, "a call with no timeout holds everything up"),
+    (one_timeout_for_all, "fetch_all raised TimeoutError instead of returning a list"),
+    (one_timeout_for_all_caught, "every result came back None: a timeout around the whole"),
+    (responses, "fetch_all returned response objects"),
+    (arrival_order, "the statuses are right but in the wrong order"),
+    (not_async, "fetch_all must be an async function"),
+    (uncaught_error, "Your code raised KeyError"),
+])
+def test_q4_wrong_answers(wrong, message, capsys):
+    ok, out = verdict(q4, wrong, capsys)
+    assert not ok and out.startswith("Not yet:") and message in out, out
+
+
+def test_q4_not_attempted(capsys):
+    async def fetch_all(session, urls, timeout_s):
+        # YOUR CODE HERE
+        raise NotImplementedError("Your turn")
+
+    ok, out = verdict(q4, fetch_all, capsys)
+    assert not ok and out.startswith("Not attempted yet: define `fetch_all`")
+
+
+def test_q4_reuses_the_learners_lab_and_leaves_it_as_it_was(capsys):
+    from labsupport import Lab
+
+    with Lab(seed=3) as lab:
+        mine = lab.service("mine", 10)
+        assert verdict(q4, solution_namespace(q4)["fetch_all"], capsys)[0]
+        assert list(lab.services) == ["mine"] and not lab.closed
+        assert lab.call(mine).status == 200
