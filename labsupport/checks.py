@@ -283,15 +283,24 @@ class Question:
     """
 
     def __init__(self, id: str, module: str, title: str, name: str,
-                 steps: Sequence[Step], hints: Sequence[str], solution: str,
+                 steps: Sequence[Step], hints: Sequence[str], solution: str | None = None,
                  what: str = "", success: str = "") -> None:
         self.id, self.module, self.title, self.name = id, module, title, name
         self.steps = list(steps)
         self.hints = list(hints)
-        self._solution = solution.strip("\n")
+        self._given_solution = solution
         self.what = what or title
         self.success = success
         self._next_hint = 1
+
+    @property
+    def _solution(self) -> str:
+        """The worked answer: read from the solution notebook unless given explicitly."""
+        if self._given_solution is None:
+            from .exercises_build import solution_source
+
+            self._given_solution = solution_source(self.module, self.name)
+        return self._given_solution.strip("\n")
 
     # ----- check --------------------------------------------------------------------
     def check(self, answer: Any = _MISSING) -> bool:

@@ -33,6 +33,9 @@ class Claim:
     passed: bool
     absolute: float = 0.0
 
+    def __repr__(self) -> str:
+        return f"<Claim {'PASS' if self.passed else 'FAIL'}: {self.name}>"
+
     def _margin(self) -> str:
         parts = [f"{self.tolerance:.0%}"] if self.tolerance else []
         parts += [f"±{_num(self.absolute)}"] if self.absolute else []

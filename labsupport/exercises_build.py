@@ -133,3 +133,26 @@ def check_in_sync(solutions_dir: Path | str | None = None,
         if extra.name not in expected:
             problems.append(f"{extra}: has no solution notebook in {solutions}")
     return problems
+
+
+def solution_source(module: str, name: str, solutions_dir: Path | str | None = None) -> str:
+    """The worked answer that defines ``name`` in ``solutions/<module>_*.ipynb``.
+
+    This is what ``q.solution()`` shows: the solution notebook is the only copy.
+    Returns the whole cell with the BEGIN/END markers removed.
+    """
+    import nbformat
+
+    solutions, _ = _dirs(solutions_dir, None)
+    for path in sorted(solutions.glob(f"{module}_*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code" and BEGIN in cell.source and _defines(cell.source, name):
+                return "\n".join(line for line in cell.source.splitlines()
+                                 if line.strip() not in (BEGIN, END))
+    raise LabError(f"No worked answer for {name!r} in {solutions}/{module}_*.ipynb.",
+                   "the course checkout is incomplete: run `git status` / `git pull`")
+
+
+def _defines(source: str, name: str) -> bool:
+    pattern = rf"^\s*(async\s+def|def)\s+{re.escape(name)}\b|^\s*{re.escape(name)}\s*="
+    return re.search(pattern, source, flags=re.M) is not None

@@ -29,7 +29,12 @@ def fast_time():
 
 
 def solution_namespace(question) -> dict:
-    namespace: dict = {}
+    """Run the worked answer from solutions/01 with the imports that notebook made earlier."""
+    import asyncio
+
+    import aiohttp
+
+    namespace: dict = {"asyncio": asyncio, "aiohttp": aiohttp}
     exec(question._solution, namespace)  # the solution text the learner is shown
     return namespace
 

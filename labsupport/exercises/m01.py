@@ -56,12 +56,6 @@ q1 = Question(
         "20² + 20² + 20² = 1200 ms².",
         "p99 = mean + 2.326 · sd, with mean = 300 ms and sd = √1200 = 20·√3 ≈ 34.6 ms.",
     ],
-    solution="""
-from statistics import NormalDist
-
-z99 = NormalDist().inv_cdf(0.99)              # 2.326
-chain_p99_ms = 3 * 100 + z99 * 20 * 3 ** 0.5  # ≈ 380.6 ms; adding the p99s gives 439.6
-""",
     success="the chain's p99 is about 380.6 ms: means and variances add, tails do not "
             "(adding the three p99s would say 439.6 ms).",
 )
@@ -107,13 +101,6 @@ q2 = Question(
         "Return math.prod(availabilities): 0.999 ** 10 ≈ 0.990, so ten 'three nines' "
         "services give only 'two nines'.",
     ],
-    solution="""
-import math
-
-def end_to_end_success(availabilities: list[float]) -> float:
-    \"\"\"Probability that a request through the whole synchronous chain succeeds.\"\"\"
-    return math.prod(availabilities)   # 1.0 for an empty chain
-""",
     success="availability multiplies: ten services at 99.9% give 99.0% end to end.",
 )
 
@@ -168,11 +155,6 @@ q3 = Question(
         "slow share = 1 - (1 - p_slow) ** n. At n = 100 and p_slow = 0.01 that is 0.634: "
         "most requests are slow although 99% of leaf calls are fast.",
     ],
-    solution="""
-def slow_share(n: int, p_slow: float = 0.01) -> float:
-    \"\"\"Share of requests that wait for at least one slow leaf among n.\"\"\"
-    return 1 - (1 - p_slow) ** n
-""",
     success="1 − (1 − p)^n: at 100 leaves, 63% of requests wait for a slow one.",
 )
 
@@ -359,21 +341,6 @@ q4 = Question(
         "return list(await asyncio.gather(*(one(url) for url in urls))): gather keeps the "
         "order of urls, and the total time is about the slowest call (or timeout_s).",
     ],
-    solution="""
-import asyncio
-
-import aiohttp
-
-async def fetch_all(session, urls, timeout_s):
-    \"\"\"GET every url at once; status codes in url order, None where a call timed out.\"\"\"
-    async def one(url):
-        try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                return resp.status
-        except asyncio.TimeoutError:
-            return None
-    return list(await asyncio.gather(*(one(url) for url in urls)))
-""",
     success="the calls run at once (total ≈ the slowest), keep their order, and a hung call "
             "costs only its own timeout.",
 )
