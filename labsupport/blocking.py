@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .dashboard import PALETTE, Dashboard, LiveView
+from .dashboard import PALETTE, Dashboard, LiveView, latency_histogram
 from .errors import require
 from .faults import Faults
 from .lab import Lab, LoadRun
@@ -76,15 +76,7 @@ class ChainExperiment:
                 f"theory (sum of means) {self.theory_ms():.0f} ms")
 
     def draw(self, ax) -> None:
-        lat = self.recorder.latencies()
-        if lat:
-            ax.hist(lat, bins=20, color=PALETTE[0], alpha=0.85, label="measured calls")
-        ax.axvline(self.theory_ms(), color=PALETTE[1], linestyle="--", linewidth=2,
-                   label="sum of the means")
-        ax.set_xlim(left=0)
-        ax.set_xlabel("user-facing latency (model ms)")
-        ax.set_ylabel("calls")
-        ax.legend(loc="upper left", fontsize=8)
+        latency_histogram(ax, self.recorder.latencies(), self.theory_ms(), "sum of the means")
 
     def dashboard(self) -> Dashboard:
         """Sliders for N and the latency distribution; Run sends 3 s of live traffic."""

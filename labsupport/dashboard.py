@@ -101,6 +101,18 @@ class Dashboard:
             display(self.widget)
 
 
+def latency_histogram(ax: Any, latencies: Sequence[float], theory_ms: float,
+                      theory_label: str = "theory") -> None:
+    """Measured latencies as a histogram with the theory as a dashed line (x from 0)."""
+    if latencies:
+        ax.hist(latencies, bins=20, color=PALETTE[0], alpha=0.85, label="measured")
+    ax.axvline(theory_ms, color=PALETTE[1], linestyle="--", linewidth=2, label=theory_label)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("user-facing latency (model ms)")
+    ax.set_ylabel("requests")
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def _new_figure() -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 

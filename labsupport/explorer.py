@@ -5,7 +5,7 @@ every later dashboard.
 """
 from __future__ import annotations
 
-from .dashboard import PALETTE, Dashboard
+from .dashboard import Dashboard, latency_histogram
 from .lab import Lab
 from .metrics import Recorder
 from .services import Service
@@ -51,14 +51,7 @@ class LatencyExplorer:
         return summary
 
     def _draw(self, ax) -> None:
-        ax.hist(self.recorder.latencies(), bins=15, color=PALETTE[0], alpha=0.85,
-                label="measured")
-        ax.axvline(self.expected_ms(), color=PALETTE[1], linestyle="--", linewidth=2,
-                   label="theory: sum")
-        ax.set_xlim(left=0)
-        ax.set_xlabel("latency of one call (model ms)")
-        ax.set_ylabel("requests")
-        ax.legend(loc="upper left", fontsize=8)
+        latency_histogram(ax, self.recorder.latencies(), self.expected_ms(), "theory: sum")
 
     def _ipython_display_(self) -> None:
         self.dashboard._ipython_display_()
