@@ -60,6 +60,10 @@ class ChainExperiment:
         """Sum of the mean latencies of the services in the chain."""
         return sum(s.latency.mean_ms() for s in self.services[: self.n])
 
+    def overhead_ms(self) -> float:
+        """The lab's own cost of a call through this chain (see :meth:`Lab.overhead_ms`)."""
+        return self.lab.overhead_ms(self.entry)
+
     def start(self, rate: float = 10, duration: float = 3) -> LoadRun:
         """Open-loop traffic into the chain in the background."""
         self.run_handle = self.lab.start_open_loop(self.entry, rate, duration)
@@ -122,6 +126,11 @@ class FanOutExperiment:
         self.root.set(parallel=parallel)
         self.recorder = self.lab.closed_loop(self.root, 5, requests, progress=False)
         return self.recorder
+
+    def overhead_ms(self, parallel: bool = True) -> float:
+        """The lab's own cost of one aggregated call (see :meth:`Lab.overhead_ms`)."""
+        self.root.set(parallel=parallel)
+        return self.lab.overhead_ms(self.root)
 
     def sum_ms(self) -> float:
         return sum(leaf.latency.mean_ms() for leaf in self.leaves)

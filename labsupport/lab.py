@@ -152,6 +152,22 @@ class Lab:
                                               requests, recorder, timeout_ms, stop))
         return LoadRun(future, recorder, stop, None).wait(progress)
 
+    def overhead_ms(self, target: Service, requests: int = 20, users: int = 5) -> float:
+        """The lab's own cost of a call to ``target``: the median with every latency at 0 ms.
+
+        Small at real time; larger as ``LAB_TIME_SCALE`` shrinks, because the lab
+        reports model time (wall time divided by the scale). Claims that compare
+        a measured latency with theory add it to the theory.
+        """
+        saved = {name: svc.latency for name, svc in self.services.items()}
+        for svc in self.services.values():
+            svc.set(latency=0)
+        try:
+            return self.closed_loop(target, users, requests, progress=False).percentile(50)
+        finally:
+            for name, latency in saved.items():
+                self.services[name].set(latency=latency)
+
     # ----- shutting down ---------------------------------------------------------------
     def close(self) -> None:
         """Stop every service, close the client, stop the loop and join its thread."""
