@@ -1,0 +1,86 @@
+"""Module 01's experiments: models from controls, chains, fan-out, tail at scale, availability."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from labsupport import Lab, settings
+from labsupport.blocking import (
+    AvailabilityChain,
+    ChainExperiment,
+    FanOutExperiment,
+    TailAtScale,
+    TailPoint,
+    latency_model,
+)
+from labsupport.errors import BadParameter
+from labsupport.latency import Constant, LogNormal, Normal
+
+
+@pytest.fixture
+def lab():
+    settings.set_time_scale(0.2)
+    lab = Lab(seed=3)
+    yield lab
+    lab.close()
+    settings.set_time_scale(None)
+
+
+def test_latency_model_from_controls():
+    assert latency_model("constant", 200, 50) == Constant(200)
+    assert latency_model("normal", 200, 50) == Normal(200, 50)
+    assert latency_model("normal", 200, 0) == Constant(200)
+    model = latency_model("lognormal", 200, 150)
+    assert isinstance(model, LogNormal)
+    assert model.mean_ms() == pytest.approx(200)
+    rng = random.Random(1)
+    draws = [model.sample(rng) for _ in range(20000)]
+    mean = sum(draws) / len(draws)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in draws) / len(draws))
+    assert sd == pytest.approx(150, rel=0.08), "lognormal must keep the requested spread"
+    with pytest.raises(BadParameter, match="Unknown distribution"):
+        latency_model("uniform", 1, 1)
+
+
+def test_tail_point_theory():
+    point = TailPoint(n=100, requests=200, slow=126, p50_ms=1, p99_ms=2, p_slow=0.01)
+    assert point.measured == 0.63
+    assert point.theory == pytest.approx(0.634, abs=5e-4)
+
+
+def test_chain_length_changes_live_and_latencies_add(lab):
+    chain = ChainExperiment(lab, n=2, latency=100, max_n=4)
+    assert chain.theory_ms() == 200
+    overhead = chain.overhead_ms()
+    two = chain.run(requests=10).percentile(50)
+    chain.configure(4, 100)
+    four = chain.run(requests=10).percentile(50)
+    assert two == pytest.approx(200 + overhead, rel=0.08)
+    assert 180 <= four - two <= 250, "two more 100 ms services add about 200 ms"
+
+
+def test_parallel_fan_out_costs_the_slowest(lab):
+    fan = FanOutExperiment(lab, latencies=(50, 100, 200))
+    series = fan.run(parallel=False).percentile(50)
+    parallel = fan.run(parallel=True).percentile(50)
+    assert series > 330 and parallel < 260, (series, parallel)
+
+
+def test_tail_counts_requests_that_met_a_slow_leaf(lab):
+    tail = TailAtScale(lab, max_n=20, p_slow=0.2, fast_ms=1, slow_ms=20)
+    point = tail.measure(n=20, requests=30)
+    assert point.theory == pytest.approx(1 - 0.8 ** 20)
+    assert point.measured >= 0.9
+    assert tail.measure(n=1, requests=30).measured < 0.5
+
+
+def test_availability_chain_validates_and_measures(lab):
+    chain = AvailabilityChain(lab, availabilities=(0.9, 0.8))
+    assert chain.product() == pytest.approx(0.72)
+    assert chain.measure(requests=400) == pytest.approx(0.72, abs=0.07)
+    with pytest.raises(BadParameter, match="give 2 availabilities"):
+        chain.set([0.9])
+    with pytest.raises(BadParameter, match="between 0 and 1"):
+        chain.set([0.9, 1.5])
