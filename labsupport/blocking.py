@@ -44,13 +44,20 @@ class ChainExperiment:
         self.recorder = Recorder("chain")
         self.run_handle: LoadRun | None = None
 
-    def configure(self, n: int, latency: LatencyModel | float) -> None:
-        """Use the first ``n`` services, each with ``latency``."""
+    def configure(self, n: int,
+                  latency: LatencyModel | float | Sequence[LatencyModel | float]) -> None:
+        """Use the first ``n`` services; ``latency`` is one model for all, or one per service."""
         require(1 <= n <= len(self.services),
                 f"n must be between 1 and {len(self.services)}, got {n}.")
+        models = list(latency) if isinstance(latency, (list, tuple)) else [latency] * n
+        require(len(models) >= n, f"give a latency for each of the {n} services.")
         self.n = n
         for i, svc in enumerate(self.services):
-            svc.set(latency=as_model(latency), calls=[self.services[i + 1]] if i + 1 < n else [])
+            calls = [self.services[i + 1]] if i + 1 < n else []
+            if i < n:
+                svc.set(latency=as_model(models[i]), calls=calls)
+            else:
+                svc.set(calls=calls)
 
     @property
     def entry(self) -> Service:
@@ -90,22 +97,30 @@ class ChainExperiment:
             "n": w.IntSlider(self.n, 1, len(self.services), description="services"),
             "kind": w.Dropdown(options=["constant", "normal", "lognormal"], value="normal",
                                description="latency"),
-            "mean": w.IntSlider(500, 0, 1000, 50, description="mean ms"),
             "spread": w.IntSlider(100, 0, 400, 25, description="spread ms"),
         }
+        # One mean per service: make one of them slow and watch the total follow it.
+        self.mean_sliders = [w.IntSlider(500, 0, 1000, 50, description=f"{s.name} ms")
+                             for s in self.services]
         button = w.Button(description="Run 3 s of traffic", button_style="primary",
                           layout=w.Layout(width="auto"))
         button.on_click(lambda _: self.press_run())
         self.board = Dashboard("A chain of synchronous calls",
-                               [*self.controls.values(), button], self.draw)
+                               [*self.controls.values(), *self.mean_sliders, button], self.draw)
         return self.board
 
-    def press_run(self, **values: object) -> LiveView:
-        """What the Run button does (``values`` first move the controls, e.g. ``n=4``)."""
+    def press_run(self, means: Sequence[int] | None = None, **values: object) -> LiveView:
+        """What the Run button does. ``means`` (one per service, or fewer) and ``values``
+        (``n``, ``kind``, ``spread``) first move the controls, e.g. ``n=4, kind="normal"``."""
         for name, value in values.items():
+            require(name in self.controls, f"No control {name!r}.",
+                    f"use one of: means, {', '.join(self.controls)}")
             self.controls[name].value = value
+        for slider, mean in zip(self.mean_sliders, means or [], strict=False):
+            slider.value = mean
         c = {name: control.value for name, control in self.controls.items()}
-        self.configure(c["n"], latency_model(c["kind"], c["mean"], c["spread"]))
+        models = [latency_model(c["kind"], s.value, c["spread"]) for s in self.mean_sliders]
+        self.configure(c["n"], models)
         run = self.start(rate=10, duration=3)
         return self.board.watch(run.done, self.summary)
 

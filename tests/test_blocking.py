@@ -86,3 +86,16 @@ def test_availability_chain_validates_and_measures(lab):
         chain.set([0.9])
     with pytest.raises(BadParameter, match="between 0 and 1"):
         chain.set([0.9, 1.5])
+
+
+def test_each_service_in_a_chain_has_its_own_latency(lab):
+    chain = ChainExperiment(lab, n=3, latency=0, max_n=4)
+    chain.configure(3, [100, 0, 300])
+    assert chain.theory_ms() == 400
+    assert [s.latency.mean_ms() for s in chain.services[:3]] == [100, 0, 300]
+    assert chain.services[2].calls == [] and chain.services[1].calls == [chain.services[2]]
+    with pytest.raises(BadParameter, match="a latency for each"):
+        chain.configure(3, [100])
+    chain.dashboard()
+    with pytest.raises(BadParameter, match="No control 'colour'"):
+        chain.press_run(colour="red")
