@@ -6,6 +6,25 @@ import os
 import pytest
 
 
+@pytest.fixture
+def lab_at():
+    """``lab_at(scale, seed)``: a Lab at that time scale; closed, and the scale restored, after."""
+    from labsupport import settings
+    from labsupport.lab import Lab
+
+    saved, labs = settings._scale_override, []
+
+    def make(scale: float, seed: int = 0) -> Lab:
+        settings.set_time_scale(scale)
+        labs.append(Lab(seed=seed))
+        return labs[-1]
+
+    yield make
+    for lab in labs:
+        lab.close()
+    settings._scale_override = saved
+
+
 @pytest.fixture(scope="session")
 def lab_broker():
     """The lab's broker: reuse the running one, or start one and stop it afterwards."""

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from labsupport import Lab, settings
 from labsupport.blocking import (
     AvailabilityChain,
     ChainExperiment,
@@ -20,12 +19,8 @@ from labsupport.latency import Constant, LogNormal, Normal
 
 
 @pytest.fixture
-def lab():
-    settings.set_time_scale(0.2)
-    lab = Lab(seed=3)
-    yield lab
-    lab.close()
-    settings.set_time_scale(None)
+def lab(lab_at):
+    return lab_at(0.2, seed=3)
 
 
 def test_latency_model_from_controls():

@@ -26,10 +26,8 @@ def scale():
 
 
 @pytest.fixture
-def lab(scale):
-    lab = Lab(seed=2)
-    yield lab
-    lab.close()
+def lab(lab_at):
+    return lab_at(SCALE, seed=2)
 
 
 def loop_threads() -> list[threading.Thread]:

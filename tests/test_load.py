@@ -11,20 +11,14 @@ import pytest
 
 from labsupport import load, settings
 from labsupport.errors import BadParameter
-from labsupport.lab import Lab
 from labsupport.metrics import Recorder
 
 SCALE = 0.1
 
 
 @pytest.fixture
-def lab():
-    saved = settings._scale_override
-    settings.set_time_scale(SCALE)
-    lab = Lab(seed=3)
-    yield lab
-    lab.close()
-    settings._scale_override = saved
+def lab(lab_at):
+    return lab_at(SCALE, seed=3)
 
 
 # ----- arrival_times ---------------------------------------------------------------------

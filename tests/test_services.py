@@ -30,18 +30,13 @@ def scale():
 
 
 @pytest.fixture
-def lab(scale):
-    lab = Lab(seed=11)
-    yield lab
-    lab.close()
+def lab(lab_at):
+    return lab_at(FAST, seed=11)
 
 
 @pytest.fixture
-def precise_lab(scale):
-    scale(PRECISE)
-    lab = Lab(seed=11)
-    yield lab
-    lab.close()
+def precise_lab(lab_at):
+    return lab_at(PRECISE, seed=11)
 
 
 def near(measured: float, expected: float) -> bool:
