@@ -87,14 +87,20 @@ class Lab:
     def service(self, name: str, latency: LatencyModel | float = 0,
                 faults: Faults | None = None, workers: int = 100,
                 calls: list[Service] | tuple[Service, ...] = (), parallel: bool = False,
-                call_timeout_ms: float | None = None) -> Service:
-        """Start a service called ``name``; see :class:`~labsupport.services.Service`."""
+                call_timeout_ms: float | None = None, **knobs: Any) -> Service:
+        """Start a service called ``name``; see :class:`~labsupport.services.Service`.
+
+        Further knobs (``local_workers``, ``queue_limit``, ``attempts``, ``guard``)
+        are passed to :meth:`Service.set`.
+        """
         require(isinstance(name, str) and name.isidentifier(),
                 f"A service name must be a simple word, got {name!r}.", "e.g. 'payment'")
         require(name not in self.services, f"This lab already has a service {name!r}.",
                 "pick another name, or change the existing one with .set(...)")
         svc = Service(self, name, latency, faults, workers, calls, parallel,
                       call_timeout_ms, seed=self.seed)
+        if knobs:
+            svc.set(**knobs)
         self.run(svc.start())
         self.services[name] = svc
         return svc

@@ -14,6 +14,10 @@ from collections.abc import AsyncIterator
 from .errors import require
 
 
+class PoolFull(Exception):
+    """Raised by :meth:`WorkerPool.slot` when the line is already at its limit."""
+
+
 class WorkerPool:
     """A resizable, first-come-first-served limit on concurrent work.
 
@@ -39,8 +43,15 @@ class WorkerPool:
                 "give the size of the service's worker pool, e.g. workers=10")
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one worker for the duration of the ``async with`` block."""
+    async def slot(self, max_waiting: int | None = None) -> AsyncIterator[None]:
+        """Hold one worker for the duration of the ``async with`` block.
+
+        With ``max_waiting``, a request that would find that many already in line
+        is turned away at once (:class:`PoolFull`) instead of joining the line.
+        """
+        if max_waiting is not None and self.busy >= self.capacity \
+                and self.waiting >= max_waiting:
+            raise PoolFull
         await self._acquire()
         try:
             yield

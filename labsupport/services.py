@@ -8,7 +8,14 @@ series or in parallel. Every knob can change while traffic runs::
 
 Endpoints: ``GET /`` does the work and the downstream calls; ``GET /local``
 does only the service's own work (an endpoint that depends on nothing else,
-yet shares the worker pool); ``GET /health`` answers at once.
+yet shares the worker pool unless ``local_workers`` gives it its own: a
+bulkhead); ``GET /health`` answers at once.
+
+Protection knobs for the resilience modules: ``call_timeout_ms`` (per downstream
+call), ``attempts`` (tries per downstream call, so 4 means "3 retries"),
+``queue_limit`` (how many may wait for a worker before the rest get 503 at
+once), and ``guard`` (an async function that wraps every downstream call, for
+policies such as backoff or a circuit breaker).
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import asyncio
 import random
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -26,14 +33,23 @@ from . import faults as fault_kinds
 from .errors import require
 from .faults import Faults
 from .latency import LatencyModel, as_model
-from .pool import WorkerPool
+from .pool import PoolFull, WorkerPool
 from .settings import to_model, to_wall
 
 if TYPE_CHECKING:
     from .lab import Lab
 
 _KNOBS = ("latency", "faults", "error_rate", "outage", "hang_rate", "workers", "calls",
-          "parallel", "call_timeout_ms")
+          "parallel", "call_timeout_ms", "local_workers", "queue_limit", "attempts", "guard")
+
+CallResult = dict[str, Any]
+Guard = Callable[["Service", Callable[[], Awaitable[CallResult]]], Awaitable[CallResult]]
+"""``async def guard(child, call) -> result``: wraps one downstream call.
+
+``call()`` makes one attempt at ``child`` and returns ``{"service", "status", "ms",
+"body"}`` (status 0 = timed out, -1 = refused); the guard may call it several
+times, not at all, or return a result of its own (a fallback).
+"""
 
 
 class Service:
@@ -52,7 +68,14 @@ class Service:
         self.parallel = parallel
         self.call_timeout_ms = call_timeout_ms
         self.rng = random.Random(f"{seed}:{name}")
+        self.local_pool: WorkerPool | None = None
+        self.queue_limit: int | None = None
+        self.attempts = 1
+        self.guard: Guard | None = None
+        self.received = 0
         self.served = 0
+        self.rejected = 0
+        self.downstream_calls = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -65,22 +88,45 @@ class Service:
     @property
     def in_flight(self) -> int:
         """Requests inside the service now: at work plus waiting for a worker."""
-        return self.pool.busy + self.pool.waiting
+        local = self.local_pool.busy + self.local_pool.waiting if self.local_pool else 0
+        return self.pool.busy + self.pool.waiting + local
+
+    def reset_counts(self) -> None:
+        """Set ``received``, ``served``, ``rejected`` and ``downstream_calls`` back to 0."""
+        self.received = self.served = self.rejected = self.downstream_calls = 0
 
     def describe(self) -> str:
         """One line: name, address, latency, workers, faults, downstream calls."""
         mode = "parallel" if self.parallel else "series"
         calls = ", ".join(c.name for c in self.calls) or "nothing"
         return (f"{self.name} at {self.url}: latency {self.latency}, {self.pool.capacity} "
-                f"workers, {self.faults}, calls {calls} ({mode})")
+                f"workers, {self.faults}, calls {calls} ({mode}){self._protection()}")
+
+    def _protection(self) -> str:
+        parts = []
+        if self.call_timeout_ms is not None:
+            parts.append(f"timeout {self.call_timeout_ms:g} ms")
+        if self.attempts > 1:
+            parts.append(f"{self.attempts} attempts")
+        if self.local_pool is not None:
+            parts.append(f"/local has its own {self.local_pool.capacity} workers")
+        if self.queue_limit is not None:
+            parts.append(f"at most {self.queue_limit} waiting")
+        if self.guard is not None:
+            parts.append(f"guard {getattr(self.guard, '__name__', type(self.guard).__name__)}")
+        return "; " + ", ".join(parts) if parts else ""
 
     def __repr__(self) -> str:
         return f"<Service {self.describe()}>"
 
     # ----- knobs -------------------------------------------------------------------
     def set(self, **knobs: Any) -> Service:
-        """Change knobs live: latency, faults, error_rate, outage, hang_rate, workers,
-        calls, parallel, call_timeout_ms. Returns the service."""
+        """Change knobs live; returns the service.
+
+        Work: latency, workers, calls, parallel. Faults: faults, error_rate, outage,
+        hang_rate. Protection: call_timeout_ms, attempts, local_workers (a separate
+        pool for ``/local``: a bulkhead), queue_limit, guard.
+        """
         unknown = sorted(set(knobs) - set(_KNOBS))
         require(not unknown, f"{self.name}.set() has no knob {', '.join(unknown)}.",
                 f"use one of: {', '.join(_KNOBS)}")
@@ -94,8 +140,36 @@ class Service:
         if "parallel" in knobs:
             self.parallel = bool(knobs["parallel"])
         if "call_timeout_ms" in knobs:
-            self.call_timeout_ms = knobs["call_timeout_ms"]
+            self.call_timeout_ms = _positive_or_none(knobs["call_timeout_ms"], "call_timeout_ms")
+        self._set_protection(knobs)
         return self
+
+    def _set_protection(self, knobs: dict[str, Any]) -> None:
+        if "local_workers" in knobs:
+            size = knobs["local_workers"]
+            if size is None:
+                self.local_pool = None
+            elif self.local_pool is None:
+                self.local_pool = WorkerPool(size)
+            else:
+                self.lab.run(self.local_pool.resize(size))
+        if "queue_limit" in knobs:
+            limit = knobs["queue_limit"]
+            require(limit is None or (isinstance(limit, int) and limit >= 0),
+                    f"queue_limit must be None or a whole number of 0 or more, got {limit!r}.",
+                    "None lets the line grow without bound; 0 turns away anyone who would wait")
+            self.queue_limit = limit
+        if "attempts" in knobs:
+            tries = knobs["attempts"]
+            require(isinstance(tries, int) and tries >= 1,
+                    f"attempts must be a whole number of at least 1, got {tries!r}.",
+                    "attempts counts the first try too: 3 retries means attempts=4")
+            self.attempts = tries
+        if "guard" in knobs:
+            guard = knobs["guard"]
+            require(guard is None or callable(guard),
+                    f"guard must be an async function guard(child, call), got {guard!r}.")
+            self.guard = guard
 
     def _set_faults(self, knobs: dict[str, Any]) -> None:
         current = knobs.get("faults", self.faults)
@@ -135,10 +209,19 @@ class Service:
         return await self._serve(with_calls=False)
 
     async def _serve(self, with_calls: bool) -> web.Response:
+        self.received += 1
         fate = self.faults.decide(self.rng)
         if fate == fault_kinds.OUTAGE:
             return self._reply(503, "outage")
-        async with self.pool.slot():
+        pool = self.local_pool if (self.local_pool and not with_calls) else self.pool
+        try:
+            return await self._work(pool, fate, with_calls)
+        except PoolFull:
+            self.rejected += 1
+            return self._reply(503, "busy")
+
+    async def _work(self, pool: WorkerPool, fate: str, with_calls: bool) -> web.Response:
+        async with pool.slot(self.queue_limit):
             self.served += 1
             if fate == fault_kinds.HANG:
                 await asyncio.sleep(to_wall(self.faults.hang_ms / 1000))
@@ -162,11 +245,33 @@ class Service:
             return list(await asyncio.gather(*(self._call(c) for c in self.calls)))
         return [await self._call(c) for c in self.calls]
 
-    async def _call(self, child: Service) -> dict[str, Any]:
+    async def _call(self, child: Service) -> CallResult:
+        if self.guard is not None:
+            return await self.guard(child, lambda: self._call_with_retries(child))
+        return await self._call_with_retries(child)
+
+    async def _call_with_retries(self, child: Service) -> CallResult:
+        result: CallResult = {}
+        for attempt in range(1, self.attempts + 1):
+            result = await self._attempt(child)
+            result["attempts"] = attempt
+            if result["status"] == 200:
+                break
+        return result
+
+    async def _attempt(self, child: Service) -> CallResult:
+        self.downstream_calls += 1
         timeout = None
         if self.call_timeout_ms is not None:
             timeout = aiohttp.ClientTimeout(total=to_wall(self.call_timeout_ms / 1000))
         return await fetch(self.lab.session, child.url, timeout, child.name)
+
+
+def _positive_or_none(value: Any, name: str) -> float | None:
+    require(value is None or (isinstance(value, (int, float)) and value > 0),
+            f"{name} must be None or a number of ms above 0, got {value!r}.",
+            f"e.g. {name}=250, or None for no limit")
+    return value
 
 
 async def fetch(session: aiohttp.ClientSession, url: str,

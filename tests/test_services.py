@@ -347,3 +347,93 @@ def test_seeded_services_repeat(scale):
             runs.append([lab.call(svc).body["work_ms"] for _ in range(5)])
     assert runs[0] == runs[1]
     assert len(set(runs[0])) == 5
+
+
+# ----- protection knobs (modules 02-04) ---------------------------------------------------
+def burst(lab: Lab, svc, n: int, path: str = "") -> list[int]:
+    """``n`` concurrent calls to ``svc``; their statuses."""
+    async def go():
+        return await asyncio.gather(*(fetch(lab.session, svc.url + path, None)
+                                      for _ in range(n)))
+    return [r["status"] for r in lab.run(go())]
+
+
+def test_queue_limit_zero_turns_away_whoever_would_wait(lab):
+    svc = lab.service("narrow", latency=300, workers=1, queue_limit=0)
+    statuses = burst(lab, svc, 3)
+    assert sorted(statuses) == [200, 503, 503]
+    assert svc.rejected == 2 and svc.received == 3 and svc.served == 1
+
+
+def test_queue_limit_lets_that_many_wait(lab):
+    svc = lab.service("line", latency=200, workers=1, queue_limit=2)
+    assert sorted(burst(lab, svc, 5)) == [200, 200, 200, 503, 503]
+
+
+def test_without_bulkhead_local_waits_behind_slow_calls(lab):
+    slow = lab.service("slowdep", latency=3000)
+    front = lab.service("front", workers=2, calls=[slow])
+    lab.call(front, "health")
+    lab.submit(_many(lab, front, 2))  # both workers now wait for slowdep
+    time.sleep(settings.to_wall(0.3))
+    assert front.pool.busy == 2
+    assert lab.call(front, "local").ms > 2000
+
+
+def test_bulkhead_keeps_local_fast(lab):
+    slow = lab.service("slowdep", latency=3000)
+    front = lab.service("front", workers=2, calls=[slow], local_workers=2)
+    lab.call(front, "health")
+    lab.submit(_many(lab, front, 2))
+    time.sleep(settings.to_wall(0.3))
+    assert front.pool.busy == 2 and front.in_flight == 2
+    assert lab.call(front, "local").ms < 500
+    front.set(local_workers=None)
+    assert front.local_pool is None
+
+
+async def _many(lab: Lab, svc, n: int) -> None:
+    await asyncio.gather(*(fetch(lab.session, svc.url, None) for _ in range(n)))
+
+
+def test_attempts_retry_a_failing_child(lab):
+    child = lab.service("flaky", error_rate=1.0)
+    parent = lab.service("caller", calls=[child], attempts=4)
+    answer = lab.call(parent)
+    assert answer.status == 502
+    assert answer.body["calls"][0]["attempts"] == 4
+    assert child.received == 4 and parent.downstream_calls == 4
+    parent.reset_counts()
+    assert parent.downstream_calls == 0
+    assert "4 attempts" in parent.describe()
+
+
+def test_attempts_stop_at_the_first_success(lab):
+    child = lab.service("fine")
+    parent = lab.service("caller", calls=[child], attempts=4)
+    assert lab.call(parent).ok and child.received == 1
+
+
+def test_guard_wraps_every_downstream_call(lab):
+    child = lab.service("dep", outage=True)
+    seen = []
+
+    async def fallback(dep, call):
+        first = await call()
+        seen.append((dep.name, first["status"]))
+        return {"service": dep.name, "status": 200, "ms": 0.0, "body": "cached"}
+
+    parent = lab.service("caller", calls=[child], guard=fallback)
+    answer = lab.call(parent)
+    assert answer.ok and answer.body["calls"][0]["body"] == "cached"
+    assert seen == [("dep", 503)]
+    assert "guard fallback" in parent.describe()
+
+
+@pytest.mark.parametrize("knobs", [{"queue_limit": -1}, {"attempts": 0}, {"attempts": 1.5},
+                                   {"guard": 3}, {"call_timeout_ms": 0},
+                                   {"local_workers": 0}])
+def test_bad_protection_knobs_are_refused(lab, knobs):
+    svc = lab.service("knobby")
+    with pytest.raises(BadParameter):
+        svc.set(**knobs)
