@@ -10,10 +10,14 @@ Each ``q`` has ``check()``, ``hint()`` and ``solution()``; see :mod:`labsupport.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from ..checks import Question
 
-MODULES = {"01": "labsupport.exercises.m01"}
+MODULES = {info.name[1:]: f"{__name__}.{info.name}"
+           for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+           if info.name[0] == "m" and info.name[1:].isdigit()}
+"""``{"01": "labsupport.exercises.m01", ...}``: every ``mNN`` module in this package."""
 
 
 def questions(module: str) -> list[Question]:
