@@ -1,12 +1,12 @@
 """Command line: ``python -m labsupport broker up|down|status``, ``doctor``,
-``exercises build|check`` and ``progress``."""
+``exercises build|check``, ``progress`` and ``classroom check|prepare|status|cleanup``."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from . import broker, doctor
-from .errors import LabError
+from .errors import LabError, require
 
 
 def _broker(action: str) -> int:
@@ -49,6 +49,32 @@ def _exercises(action: str) -> int:
     return 0
 
 
+def _classroom(args: argparse.Namespace) -> int:
+    from . import classroom
+
+    if args.action == "check":
+        report = classroom.check()
+        print(report)
+        return 0 if report.can_create else 1
+    if args.action == "cleanup":
+        require(args.target is not None, "cleanup needs the namespace to delete.",
+                "e.g. python -m labsupport classroom cleanup alice --yes")
+        result = classroom.cleanup(args.target, yes=args.yes)
+        print(result)
+        return 1 if result.problems else 0
+    learners = classroom.read_roster(args.target) if args.target else None
+    if args.action == "prepare":
+        require(learners is not None, "prepare needs a roster file.",
+                "e.g. python -m labsupport classroom prepare roster.txt")
+        outcome = classroom.prepare(learners)
+        for name, why in sorted(outcome.items()):
+            print(f"{'FAILED' if why else 'ok    '} {name}" + (f": {why}" if why else ""))
+        return 1 if any(outcome.values()) else 0
+    for row in classroom.status(learners):
+        print(row)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labsupport",
                                      description="Latency Lab helper commands.")
@@ -62,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("exercises", help="authoring: write exercises/ from solutions/, or check")
     e.add_argument("action", choices=["build", "check"])
     sub.add_parser("progress", help="print which exercises you have done")
+    c = sub.add_parser("classroom", help="instructor: check the class cluster, prepare, "
+                       "status, cleanup (see INSTRUCTORS.md)")
+    c.add_argument("action", choices=["check", "prepare", "status", "cleanup"])
+    c.add_argument("target", nargs="?", help="a roster file (prepare, status) or a "
+                   "namespace (cleanup)")
+    c.add_argument("--yes", action="store_true", help="cleanup: really delete (default: "
+                   "only list)")
     args = parser.parse_args(argv)
     try:
         if args.command == "broker":
@@ -74,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "exercises":
             return _exercises(args.action)
+        if args.command == "classroom":
+            return _classroom(args)
         if args.command == "progress":
             from .progress import table
 

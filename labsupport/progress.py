@@ -1,6 +1,7 @@
 """Your progress through the exercises, kept in a local file that ``git pull`` never touches.
 
-Every ``q.check()`` saves its result here. See the table in a notebook with
+Every ``q.check()`` saves its result here (and, in classroom mode with
+``LAB_CLASSROOM=1``, also sends it to the learner's progress topic for the instructor). See the table in a notebook with
 ``print(progress.table())`` or in a terminal with ``python -m labsupport progress``.
 
 The file is ``.lab/progress.json`` in the course folder (git ignores it);
@@ -53,6 +54,10 @@ def record(module: str, question: str, status: str, message: str = "") -> None:
     if status == DONE:
         entry.setdefault("first_done", now)
     _save(modules)
+    if os.environ.get("LAB_CLASSROOM") == "1":
+        from .classroom import publish_progress
+
+        publish_progress({"module": str(module), "question": str(question), **entry})
 
 
 def _save(modules: dict[str, Any]) -> None:

@@ -71,9 +71,18 @@ def to_model(wall_seconds: float) -> float:
 def namespace() -> str:
     """The learner's namespace: ``LAB_NAMESPACE`` or the user name, made name-safe."""
     raw = os.environ.get("LAB_NAMESPACE") or _user() or "learner"
-    clean = re.sub(r"[^a-zA-Z0-9_-]+", "-", raw).strip("-").lower()
-    require(bool(clean), f"LAB_NAMESPACE={raw!r} has no usable characters.",
-            "set LAB_NAMESPACE to letters, digits, '-' or '_'")
+    return clean_namespace(raw, "LAB_NAMESPACE")
+
+
+def clean_namespace(raw: str, what: str = "a namespace") -> str:
+    """``raw`` made safe for topic names: lower case, letters, digits, '-' and '_'.
+
+    >>> clean_namespace("Ada Lovelace")
+    'ada-lovelace'
+    """
+    clean = re.sub(r"[^a-zA-Z0-9_-]+", "-", raw).strip("-_").lower()
+    require(bool(clean), f"{what}={raw!r} has no usable characters.",
+            "use letters, digits, '-' or '_'")
     return clean[:40]
 
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, LabError
 from . import clients, container, embedded, net, resolve, state
 from .clients import group, topic
 from .state import BrokerRecord
@@ -76,15 +76,32 @@ def _advertised(record: BrokerRecord, timeout: float) -> dict[int, str]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(clients.admin_config(record.bootstrap))
+    try:
+        admin = AdminClient(clients.admin_config(record.bootstrap))
+    except KafkaException as exc:
+        raise LabError(f"The Kafka client refused a setting: {_kafka_text(exc)}.",
+                       _properties_fix() or "remove the setting") from None
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(
             f"Something listens at {record.bootstrap} but it did not answer Kafka metadata "
-            f"within {timeout:.0f} s ({exc.args[0].str() if exc.args else exc}).",
-            resolve.fix_for(record)) from None
+            f"within {timeout:.0f} s ({_kafka_text(exc)}).",
+            _properties_fix() or resolve.fix_for(record)) from None
     return {b.id: f"{b.host}:{b.port}" for b in metadata.brokers.values()}
+
+
+def _kafka_text(exc: Exception) -> str:
+    return exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+
+
+def _properties_fix() -> str:
+    path = os.environ.get("LAB_KAFKA_PROPERTIES")
+    if not path:
+        return ""
+    return (f"check the settings in LAB_KAFKA_PROPERTIES={path} against the cluster "
+            "(security.protocol, sasl.mechanism, sasl.username/password, ssl.ca.location), "
+            "or unset it for the lab's own broker")
 
 
 def _origin(record: BrokerRecord) -> str:
