@@ -8,7 +8,7 @@ STAMP     := $(VENV)/.installed
 LAB_ARGS  ?=
 ROOT_ARGS := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 
-.PHONY: lab test setup broker-up broker-down doctor lint clean
+.PHONY: lab test bench setup broker-up broker-down doctor lint clean
 
 lab: setup
 	$(BIN)/python -m labsupport broker up
@@ -16,6 +16,11 @@ lab: setup
 
 test: setup
 	@bash tests/run_all.sh
+
+# Measures the harness, the broker, the test suite, every notebook at real time and a cold
+# `make lab`; writes BENCHMARKS.md (about 10 minutes). BENCH_ARGS="--skip cold" etc.
+bench: setup
+	$(BIN)/python -m labsupport bench $(BENCH_ARGS)
 
 setup: $(STAMP)
 

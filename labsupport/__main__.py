@@ -1,5 +1,6 @@
 """Command line: ``python -m labsupport broker up|down|status``, ``doctor``,
-``exercises build|check``, ``progress`` and ``classroom check|prepare|status|cleanup``."""
+``exercises build|check``, ``progress``, ``classroom check|prepare|status|cleanup`` and
+``bench``."""
 from __future__ import annotations
 
 import argparse
@@ -95,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                    "namespace (cleanup)")
     c.add_argument("--yes", action="store_true", help="cleanup: really delete (default: "
                    "only list)")
+    bench = sub.add_parser("bench", help="measure the lab and the course; write BENCHMARKS.md")
+    bench.add_argument("--skip", action="append", default=[], metavar="STEP",
+                       choices=["harness", "broker", "test", "notebooks", "cold"],
+                       help="leave out a step (repeatable)")
+    bench.add_argument("--output", help="where to write the report (default BENCHMARKS.md)")
     args = parser.parse_args(argv)
     try:
         if args.command == "broker":
@@ -107,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "exercises":
             return _exercises(args.action)
+        if args.command == "bench":
+            from pathlib import Path
+
+            from .bench import run
+
+            path = run(tuple(args.skip), Path(args.output) if args.output else None)
+            print(f"wrote {path}")
+            return 0
         if args.command == "classroom":
             return _classroom(args)
         if args.command == "progress":
