@@ -154,5 +154,5 @@ def solution_source(module: str, name: str, solutions_dir: Path | str | None = N
 
 
 def _defines(source: str, name: str) -> bool:
-    pattern = rf"^\s*(async\s+def|def)\s+{re.escape(name)}\b|^\s*{re.escape(name)}\s*="
+    pattern = rf"^\s*(async\s+def|def|class)\s+{re.escape(name)}\b|^\s*{re.escape(name)}\s*="
     return re.search(pattern, source, flags=re.M) is not None

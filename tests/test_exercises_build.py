@@ -10,6 +10,7 @@ from labsupport.__main__ import main
 from labsupport.errors import LabError
 from labsupport.exercises_build import (
     MD_PLACEHOLDER,
+    _defines,
     build,
     check_in_sync,
     strip_code,
@@ -124,3 +125,15 @@ def test_the_repositorys_exercises_are_in_sync_with_solutions():
     problems = check_in_sync(ROOT / "solutions", ROOT / "exercises")
     assert problems == [], ("exercises/ is out of sync; run python -m labsupport exercises "
                             "build\n" + "\n".join(problems))
+
+
+@pytest.mark.parametrize("source, name, found", [
+    ("def slow_share(n):\n    ...", "slow_share", True),
+    ("async def fetch_all(urls):\n    ...", "fetch_all", True),
+    ("class Breaker:\n    ...", "Breaker", True),
+    ("answer = 3", "answer", True),
+    ("class BreakerTest:\n    ...", "Breaker", False),
+    ("x = Breaker()", "Breaker", False),
+])
+def test_a_worked_answer_is_found_by_what_it_defines(source, name, found):
+    assert _defines(source, name) is found
