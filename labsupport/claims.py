@@ -32,6 +32,7 @@ class Claim:
     meaning: str
     passed: bool
     absolute: float = 0.0
+    bound: str = ""  # "at least" / "at most" for a one-sided claim; "" for theory ± margin
 
     def __repr__(self) -> str:
         return f"<Claim {'PASS' if self.passed else 'FAIL'}: {self.name}>"
@@ -43,11 +44,14 @@ class Claim:
 
     def sentence(self) -> str:
         verdict = "PASS " if self.passed else "FAIL "
-        margin = self._margin()
-        relation = f"within {margin}" if self.passed else f"off by more than {margin}"
         tail = (f": {self.meaning}." if self.passed else
                 f". The claim was: {self.meaning}. Look at the experiment's settings "
                 "(time scale, load, seed) and run it again.")
+        if self.bound:
+            return (f"{verdict} {self.name}: measured {_num(self.measured)}, claim "
+                    f"{self.bound} {_num(self.theory)}{tail}")
+        margin = self._margin()
+        relation = f"within {margin}" if self.passed else f"off by more than {margin}"
         return (f"{verdict} {self.name}: measured {_num(self.measured)}, theory "
                 f"{_num(self.theory)} ({relation}){tail}")
 
@@ -66,9 +70,29 @@ def expect(name: str, measured: float, theory: float, tolerance: float = 0.1,
     """
     require(tolerance >= 0 and absolute >= 0, "tolerance and absolute must be zero or more.")
     ok = not math.isnan(measured) and abs(measured - theory) <= tolerance * abs(theory) + absolute
-    claim = Claim(name, measured, theory, tolerance, meaning, ok, absolute)
+    return _report(Claim(name, measured, theory, tolerance, meaning, ok, absolute))
+
+
+def expect_at_least(name: str, measured: float, floor: float, meaning: str = "") -> Claim:
+    """A one-sided claim: ``measured >= floor`` (e.g. "no jitter makes at least 1.1x the calls").
+
+    >>> expect_at_least("speed-up", 3.2, 2, "parallel calls are faster").passed
+    PASS  speed-up: measured 3.2, claim at least 2: parallel calls are faster.
+    True
+    """
+    return _report(Claim(name, measured, floor, 0.0, meaning,
+                         not math.isnan(measured) and measured >= floor, bound="at least"))
+
+
+def expect_at_most(name: str, measured: float, ceiling: float, meaning: str = "") -> Claim:
+    """A one-sided claim: ``measured <= ceiling`` (e.g. "p99 stays under 300 ms")."""
+    return _report(Claim(name, measured, ceiling, 0.0, meaning,
+                         not math.isnan(measured) and measured <= ceiling, bound="at most"))
+
+
+def _report(claim: Claim) -> Claim:
     print(claim.sentence())
-    if not ok and strict():
+    if not claim.passed and strict():
         raise ClaimFailed(claim.sentence())
     return claim
 
