@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -204,6 +205,21 @@ def broker_latency(messages: int = 200, joins: int = 3) -> Section:
     """Produce-ack, produce→consume and group-join times on every broker that answers."""
     from . import broker
 
+    started = not broker.status()[1] and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    try:
+        figures = _broker_figures(messages, joins)
+    finally:
+        if started:
+            broker.down()  # leave the machine as we found it
+    return Section("Broker", f"{messages} messages of a few bytes produced one at a time "
+                   "(linger.ms=0, flush after each) and read back by an assigned consumer with "
+                   "the course's settings (fetch.wait.max.ms=15); group joins with "
+                   "session.timeout.ms=2000.", figures)
+
+
+def _broker_figures(messages: int, joins: int) -> list[Figure]:
+    from . import broker
+
     figures: list[Figure] = []
     for kind, bootstrap in _bootstraps().items():
         topic = broker.create_topic(f"bench.{uuid.uuid4().hex[:6]}")
@@ -218,10 +234,7 @@ def broker_latency(messages: int = 200, joins: int = 3) -> Section:
                     Figure(f"{kind}: produce→consume p50", percentile(trips, 50), "ms"),
                     Figure(f"{kind}: produce→consume p99", percentile(trips, 99), "ms"),
                     Figure(f"{kind}: consumer-group join (median of {joins})", join, "ms")]
-    return Section("Broker", f"{messages} messages of a few bytes produced one at a time "
-                   "(linger.ms=0, flush after each) and read back by an assigned consumer with "
-                   "the course's settings (fetch.wait.max.ms=15); group joins with "
-                   "session.timeout.ms=2000.", figures)
+    return figures
 
 
 # ----- the course ------------------------------------------------------------------------------
@@ -233,12 +246,29 @@ def make_test_time(root: Path | None = None) -> Section:
                           env=_clean_env())
     seconds = time.perf_counter() - start
     figure = Figure("`make test` wall time", seconds, "s", 300.0,
-                    why_missed="see the slowest tests in tests/artifacts/pytest.xml")
+                    why_missed=_stage_times(done.stdout) + "; every notebook runs four times "
+                    "(twice in one kernel, under nbval, in the browser)")
     notes = [] if done.returncode == 0 else [
         f"`make test` FAILED (exit {done.returncode}); its last lines:\n\n```\n"
         + "\n".join(done.stdout.splitlines()[-15:]) + "\n```"]
     return Section("Test suite", "`bash tests/run_all.sh` (what `make test` runs once "
                    "`.venv` exists): ruff, pytest, nbval, the browser test.", [figure], notes)
+
+
+def _stage_times(output: str) -> str:
+    """``"pytest 225 s, nbval 69 s, browser 95 s"`` from the suite's output.
+
+    >>> _stage_times("== notebooks (nbval)\n105 passed in 68.56s (0:01:08)\n")
+    'nbval 69 s'
+    """
+    stages, current = [], ""
+    for line in output.splitlines():
+        if line.startswith("== "):
+            current = line[3:].split(" (")[-1].rstrip(")").split()[0]
+        found = re.search(r" in ([\d.]+)s", line)
+        if found and current and ("passed" in line or "failed" in line):
+            stages.append(f"{current} {float(found.group(1)):.0f} s")
+    return ", ".join(stages) or "no stage times found"
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
