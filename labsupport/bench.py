@@ -256,7 +256,7 @@ def make_test_time(root: Path | None = None) -> Section:
 
 
 def _stage_times(output: str) -> str:
-    """``"pytest 225 s, nbval 69 s, browser 95 s"`` from the suite's output.
+    r"""``"pytest 225 s, nbval 69 s, browser 95 s"`` from the suite's output.
 
     >>> _stage_times("== notebooks (nbval)\n105 passed in 68.56s (0:01:08)\n")
     'nbval 69 s'
