@@ -390,14 +390,21 @@ STEPS: dict[str, Callable[[], Section]] = {
 def run(skip: tuple[str, ...] = (), output: Path | None = None,
         say: Callable[[str], Any] = print) -> Path:
     """Run every step not in ``skip`` and write the report (``BENCHMARKS.md`` by default)."""
+    from . import broker
+
+    had_broker = broker.status()[1] or bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     sections = []
-    for name, step in STEPS.items():
-        if name in skip:
-            continue
-        say(f"bench: {name}...")
-        start = time.perf_counter()
-        sections.append(step())
-        say(f"bench: {name} took {time.perf_counter() - start:.0f} s")
+    try:
+        for name, step in STEPS.items():
+            if name in skip:
+                continue
+            say(f"bench: {name}...")
+            start = time.perf_counter()
+            sections.append(step())
+            say(f"bench: {name} took {time.perf_counter() - start:.0f} s")
+    finally:
+        if not had_broker and broker.status()[1]:
+            broker.down()  # notebook 00 starts one; leave the machine as we found it
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=course_root(),
                             capture_output=True, text=True).stdout.strip() or "unknown"
     when = time.strftime("%Y-%m-%d %H:%M %Z")
