@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .dashboard import PALETTE, Dashboard, LiveView, latency_histogram
+from .dashboard import PALETTE, Dashboard, LiveView, latency_histogram, set_controls
 from .errors import require
 from .faults import Faults
 from .lab import Lab, LoadRun
@@ -112,10 +112,7 @@ class ChainExperiment:
     def press_run(self, means: Sequence[int] | None = None, **values: object) -> LiveView:
         """What the Run button does. ``means`` (one per service, or fewer) and ``values``
         (``n``, ``kind``, ``spread``) first move the controls, e.g. ``n=4, kind="normal"``."""
-        for name, value in values.items():
-            require(name in self.controls, f"No control {name!r}.",
-                    f"use one of: means, {', '.join(self.controls)}")
-            self.controls[name].value = value
+        set_controls(self.controls, values, others=("means",))
         for slider, mean in zip(self.mean_sliders, means or [], strict=False):
             slider.value = mean
         c = {name: control.value for name, control in self.controls.items()}

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import pybreaker
 
-from .dashboard import PALETTE, Dashboard, LiveView
+from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
 from .lab import Lab, LoadRun
 from .latency import Constant
@@ -419,11 +419,7 @@ class FlappingScenario:
 
     def press_run(self, **values: Any) -> LiveView:
         """What Run does; ``values`` (fail_max, reset_timeout_s, fallback) move the controls."""
-        for name, value in values.items():
-            require(name in self.controls, f"No control {name!r}.",
-                    f"use one of: {', '.join(self.controls)}")
-            self.controls[name].value = value
-        c = {name: control.value for name, control in self.controls.items()}
+        c = set_controls(self.controls, values)
         self.start(self.make_breaker(c["fail_max"], c["reset_timeout_s"]), c["fallback"])
         # 4 redraws a second: each one holds the interpreter for tens of milliseconds.
         return self.board.watch(self.done, self._live_summary, hz=4)
@@ -646,14 +642,11 @@ class HalfOpenBurst:
 
     def press_run(self, **values: Any) -> BurstResult:
         """What Run does with pybreaker (``callers``, ``trial_limit``: 0 = no gate)."""
-        for name, value in values.items():
-            require(name in self.controls, f"No control {name!r}.",
-                    f"use one of: {', '.join(self.controls)}")
-            self.controls[name].value = value
-        limit = self.controls["trial_limit"].value
+        c = set_controls(self.controls, values)
+        limit = c["trial_limit"]
         label = "no gate" if not limit else f"{limit} trial{'s' * (limit > 1)}"
         breaker = AsyncPyBreaker(fail_max=3, reset_timeout_s=1.0, trial_limit=limit or None)
-        result = self.run(breaker, self.controls["callers"].value, label)
+        result = self.run(breaker, c["callers"], label)
         self.board.refresh(self.summary())
         return result
 

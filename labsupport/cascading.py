@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import load
-from .dashboard import PALETTE, Dashboard, LiveView
+from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
 from .lab import Lab
 from .latency import LatencyModel, LogNormal
@@ -366,11 +366,7 @@ class CascadeExperiment:
         return self.board
 
     def _apply_controls(self, values: dict[str, Any]) -> dict[str, Any]:
-        for name, value in values.items():
-            require(name in self.controls, f"No control {name!r}.",
-                    f"use one of: {', '.join(self.controls)}, slow_at, slow_to, live")
-            self.controls[name].value = value
-        c = {name: control.value for name, control in self.controls.items()}
+        c = set_controls(self.controls, values, others=("slow_at", "slow_to", "live"))
         self.set_workers(c["workers"])
         self.protect(c["timeout_ms"] or None, c["bulkhead"] or None)
         return c

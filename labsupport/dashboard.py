@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .errors import require
+
 #: Okabe-Ito colours: blue, orange, bluish green, vermillion, sky blue, purple, yellow.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442")
 
@@ -99,6 +101,17 @@ class Dashboard:
             print(f"{self.title}: {self.summary_text}")
         else:
             display(self.widget)
+
+
+def set_controls(controls: dict[str, Any], values: dict[str, Any],
+                 others: Sequence[str] = ()) -> dict[str, Any]:
+    """Move the named ``controls`` to ``values`` (what a ``press_run(**values)`` does first);
+    returns every control's value by name. ``others`` are extra keywords the caller takes."""
+    for name, value in values.items():
+        require(name in controls, f"No control {name!r}.",
+                f"use one of: {', '.join([*controls, *others])}")
+        controls[name].value = value
+    return {name: control.value for name, control in controls.items()}
 
 
 def latency_histogram(ax: Any, latencies: Sequence[float], theory_ms: float,

@@ -174,11 +174,9 @@ class GatewayExperiment:
 
     def press_run(self, **values: Any) -> list[dict]:
         """What Run does; ``values`` move the sliders first (``total_ms=0``: no deadline)."""
-        for name, value in values.items():
-            require(name in self.controls, f"No control {name!r}.",
-                    f"use one of: {', '.join(self.controls)}")
-            self.controls[name].value = value
-        c = {name: control.value for name, control in self.controls.items()}
+        from .dashboard import set_controls
+
+        c = set_controls(self.controls, values)
         policy = GatewayPolicy(c["total_ms"] or None, c["attempts"], c["per_try_ms"],
                                c["backoff_ms"])
         results = self.run(policy)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .claims import Claim, expect_at_least
-from .dashboard import PALETTE, Dashboard, LiveView
+from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import require
 from .lab import Lab
 from .services import CallResult, Guard, Service, fetch
@@ -324,10 +324,7 @@ class ContentionExperiment:
     def press_run(self, **values: int) -> LiveView:
         """What the Run button does; ``values`` (clients, workers, base_ms, cap_ms) first
         move the sliders. The runs go on in the background; the plot follows."""
-        for name, value in values.items():
-            require(name in self.controls, f"No control {name!r}.",
-                    f"use one of: {', '.join(self.controls)}")
-            self.controls[name].value = value
+        set_controls(self.controls, values)
         require(self._done.is_set(), "The five policies are still running.",
                 "wait until the summary lists all five, then press Run again")
         c = {name: control.value for name, control in self.controls.items()}
@@ -455,11 +452,7 @@ class Amplification:
 
     def press_run(self, **values: object) -> AmplificationResult:
         """What the button does; ``values`` (attempts, layers, everywhere) move the controls."""
-        for name, value in values.items():
-            require(name in self.controls, f"No control {name!r}.",
-                    f"use one of: {', '.join(self.controls)}")
-            self.controls[name].value = value
-        c = {name: control.value for name, control in self.controls.items()}
+        c = set_controls(self.controls, values)
         result = self.run(c["attempts"], c["layers"], c["everywhere"])
         self.board.refresh(self.summary())
         return result

@@ -16,7 +16,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
-from .dashboard import PALETTE, Dashboard, LiveView
+from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import require
 from .lab import Lab
 from .latency import Constant
@@ -248,11 +248,7 @@ class RetryStorm:
 
     def press_run(self, **values: object) -> LiveView:
         """What Run does; ``values`` (budget, slow_ms, trigger_s) first move the controls."""
-        for name, value in values.items():
-            require(name in self.controls, f"No control {name!r}.",
-                    f"use one of: {', '.join(self.controls)}")
-            self.controls[name].value = value
-        c = {name: control.value for name, control in self.controls.items()}
+        c = set_controls(self.controls, values)
         budget = RetryBudget() if c["budget"] else None
         run = self.start(budget, trigger=(2.0, 2.0 + c["trigger_s"]), slow_ms=c["slow_ms"])
         return self.board.watch(run.done.is_set, self.summary)

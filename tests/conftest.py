@@ -37,3 +37,20 @@ def lab_broker():
     yield broker.ensure()
     if started:
         broker.down()
+
+
+@pytest.fixture
+def isolated_progress(tmp_path, monkeypatch):
+    """Exercise checks write progress to a temporary file and print without colour."""
+    monkeypatch.setenv("LAB_PROGRESS_FILE", str(tmp_path / "progress.json"))
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.fixture(scope="module")
+def checker_time_scale():
+    """Checkers that run real services do so at time scale 0.2 for the whole test module."""
+    from labsupport import settings
+
+    settings.set_time_scale(0.2)
+    yield
+    settings.set_time_scale(None)

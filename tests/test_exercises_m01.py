@@ -10,22 +10,10 @@ import time
 import aiohttp
 import pytest
 
-from labsupport import settings
 from labsupport.exercises import declared_questions
 from labsupport.exercises.m01 import q1, q2, q3, q4
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_PROGRESS_FILE", str(tmp_path / "progress.json"))
-    monkeypatch.setenv("NO_COLOR", "1")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_time():
-    settings.set_time_scale(0.2)
-    yield
-    settings.set_time_scale(None)
+pytestmark = pytest.mark.usefixtures("isolated_progress", "checker_time_scale")
 
 
 def solution_namespace(question) -> dict:

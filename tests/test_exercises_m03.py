@@ -9,11 +9,7 @@ import pytest
 from labsupport.exercises import declared_questions
 from labsupport.exercises.m03 import q1, q2, q3, window
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_PROGRESS_FILE", str(tmp_path / "progress.json"))
-    monkeypatch.setenv("NO_COLOR", "1")
+pytestmark = pytest.mark.usefixtures("isolated_progress")
 
 
 def solution(question):

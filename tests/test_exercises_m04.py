@@ -12,11 +12,7 @@ from labsupport.exercises import declared_questions
 from labsupport.exercises.m04 import FakeClock, q1
 from labsupport.exercises_build import solution_source
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAB_PROGRESS_FILE", str(tmp_path / "progress.json"))
-    monkeypatch.setenv("NO_COLOR", "1")
+pytestmark = pytest.mark.usefixtures("isolated_progress")
 
 
 def verdict(answer, capsys) -> tuple[bool, str]:
