@@ -27,6 +27,7 @@ from . import load
 from .errors import LabError, require
 from .faults import Faults
 from .latency import LatencyModel
+from .messaging import Bus
 from .metrics import Recorder
 from .services import Service, fetch
 from .settings import to_wall
@@ -64,6 +65,7 @@ class Lab:
         self._thread.start()
         self.session: aiohttp.ClientSession = self.run(self._open_session())
         self.closed = False
+        self._bus: Bus | None = None
         _current = self
 
     @staticmethod
@@ -82,6 +84,15 @@ class Lab:
     def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
         """Run ``coro`` on the lab's loop and wait for its result."""
         return self.submit(coro).result(timeout)  # type: ignore[arg-type]
+
+    # ----- messaging -------------------------------------------------------------------
+    @property
+    def bus(self) -> Bus:
+        """This lab's :class:`~labsupport.messaging.Bus` (topics, publishers, workers)."""
+        if self._bus is None:
+            require(not self.closed, "This lab is closed.", "create a new one: lab = Lab()")
+            self._bus = Bus(self)
+        return self._bus
 
     # ----- services ------------------------------------------------------------------
     def service(self, name: str, latency: LatencyModel | float = 0,
@@ -181,6 +192,8 @@ class Lab:
         if self.closed:
             return
         try:
+            if self._bus is not None:
+                self._bus.close()
             self.run(self._shutdown(), timeout=10)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,0 +1,140 @@
+"""The lab's bus on a real broker: run-scoped topics, publisher acks, workers, lag."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from labsupport import LabError
+from labsupport.messaging import Event, decode, encode
+
+pytestmark = pytest.mark.usefixtures("lab_broker")
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("value", [b"\x00\xff", "text", {"id": 1, "items": [1, 2]}, None, 7])
+def test_encode_decode_round_trip(value):
+    assert decode(encode(value)) == value
+
+
+def test_topics_are_new_each_run_and_deleted_on_close(lab_at):
+    first = lab_at(1.0)
+    name = first.bus.topic("orders", partitions=3)
+    assert name.endswith(f".orders.{first.bus.run_id}")
+    assert first.bus.end_offsets(name) == [0, 0, 0]
+    first.close()
+    second = lab_at(1.0)
+    assert second.bus.topic("orders") != name
+
+
+def test_publisher_acks_with_offsets_and_end_offsets_are_exact(lab_at):
+    lab = lab_at(1.0)
+    name = lab.bus.topic("acks")
+    pub = lab.bus.publisher()
+    deliveries = [pub.send(name, {"n": n}, key="k").result(10) for n in range(10)]
+    assert [d.offset for d in deliveries] == list(range(10))
+    assert all(d.ack_ms >= 0 for d in deliveries)
+    assert lab.bus.end_offsets(name) == [10]
+
+
+def test_publish_is_awaitable_from_the_labs_loop(lab_at):
+    lab = lab_at(1.0)
+    name = lab.bus.topic("async")
+    pub = lab.bus.publisher()
+    delivery = lab.run(pub.publish(name, "hello", key="a"))
+    assert (delivery.topic, delivery.offset) == (name, 0)
+
+
+def test_worker_processes_every_message_and_commits_after_each(lab_at):
+    lab = lab_at(1.0)
+    name = lab.bus.topic("work", partitions=2)
+    seen: list[Event] = []
+    worker = lab.bus.worker(name, "workers", seen.append).wait_assigned()
+    pub = lab.bus.publisher()
+    for n in range(20):
+        pub.send(name, {"n": n}, key=f"k{n % 4}")
+    pub.flush()
+    assert wait_for(lambda: worker.processed == 20), worker
+    assert sorted(e.value["n"] for e in seen) == list(range(20))
+    assert lab.bus.lag(name, "workers") == 0
+    worker.stop()
+    assert not worker.running
+
+
+def test_lag_grows_while_paused_and_drains_after_resume(lab_at):
+    lab = lab_at(1.0)
+    name = lab.bus.topic("paused")
+    worker = lab.bus.worker(name, "slow", lambda e: None).wait_assigned()
+    pub = lab.bus.publisher()
+    worker.pause()
+    time.sleep(0.2)
+    for n in range(15):
+        pub.send(name, n)
+    pub.flush()
+    time.sleep(0.3)
+    assert lab.bus.lag(name, "slow") == 15
+    worker.resume()
+    assert wait_for(lambda: lab.bus.lag(name, "slow") == 0)
+
+
+def test_async_handler_runs_on_the_labs_loop(lab_at):
+    lab = lab_at(1.0)
+    name = lab.bus.topic("asynchandler")
+    loops: list[str] = []
+
+    async def handle(event: Event) -> None:
+        loops.append(threading.current_thread().name)
+
+    worker = lab.bus.worker(name, "g", handle).wait_assigned()
+    lab.bus.publisher().send(name, 1).result(10)
+    assert wait_for(lambda: worker.processed == 1)
+    assert loops == ["labsupport-loop"]
+
+
+def test_a_failing_handler_stops_the_worker_and_leaves_the_message_uncommitted(lab_at):
+    lab = lab_at(1.0)
+    name = lab.bus.topic("fails")
+
+    def handle(event: Event) -> None:
+        if event.value == "poison":
+            raise ValueError("cannot parse")
+
+    worker = lab.bus.worker(name, "g", handle).wait_assigned()
+    pub = lab.bus.publisher()
+    for value in ("ok", "poison", "ok"):
+        pub.send(name, value)
+    pub.flush()
+    assert wait_for(lambda: not worker.running)
+    with pytest.raises(LabError, match=r"offset 1: ValueError\('cannot parse'\)"):
+        worker.stop()
+    assert worker.processed == 1
+    assert lab.bus.lag(name, "g") == 2
+
+
+def test_closing_the_lab_stops_workers_and_publisher_threads(lab_at):
+    lab = lab_at(1.0)
+    name = lab.bus.topic("closing")
+    lab.bus.worker(name, "g", lambda e: None).wait_assigned()
+    lab.bus.publisher()
+    lab.close()
+    names = [t.name for t in threading.enumerate()]
+    assert not [n for n in names if n.startswith(("labsupport-worker", "labsupport-publisher"))]
+
+
+def test_bad_parameters_are_explained(lab_at):
+    lab = lab_at(1.0)
+    with pytest.raises(LabError, match="partitions must be"):
+        lab.bus.topic("x", partitions=0)
+    with pytest.raises(LabError, match="letters, digits"):
+        lab.bus.topic("no spaces")
+    with pytest.raises(LabError, match="handler must be a function"):
+        lab.bus.worker(lab.bus.topic("h"), "g", handler="oops")
