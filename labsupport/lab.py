@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import os
 import threading
 import time
 from collections.abc import Awaitable, Coroutine
@@ -31,6 +32,7 @@ from .messaging import Bus
 from .metrics import Recorder
 from .services import Service, fetch
 from .settings import to_wall
+from .stores import Store, Stores
 
 T = TypeVar("T")
 THREAD_NAME = "labsupport-loop"
@@ -66,6 +68,7 @@ class Lab:
         self.session: aiohttp.ClientSession = self.run(self._open_session())
         self.closed = False
         self._bus: Bus | None = None
+        self._stores = Stores(f"{os.getpid()}-{id(self):x}")
         _current = self
 
     @staticmethod
@@ -93,6 +96,11 @@ class Lab:
             require(not self.closed, "This lab is closed.", "create a new one: lab = Lab()")
             self._bus = Bus(self)
         return self._bus
+
+    def store(self, name: str) -> Store:
+        """The SQLite store called ``name`` (see :mod:`labsupport.stores`); deleted on close."""
+        require(not self.closed, "This lab is closed.", "create a new one: lab = Lab()")
+        return self._stores.get(name)
 
     # ----- services ------------------------------------------------------------------
     def service(self, name: str, latency: LatencyModel | float = 0,
@@ -196,6 +204,7 @@ class Lab:
                 self._bus.close()
             self.run(self._shutdown(), timeout=10)
         finally:
+            self._stores.close()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()

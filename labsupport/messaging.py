@@ -162,7 +162,7 @@ class Bus:
     def lag(self, topic: str, group: str) -> int:
         """Messages on ``topic`` that group ``group`` has not committed yet (all partitions)."""
         ends, done = self.end_offsets(topic), self.committed(topic, group)
-        return sum(max(end - mark, 0) for end, mark in zip(ends, done))
+        return sum(max(end - mark, 0) for end, mark in zip(ends, done, strict=True))
 
     def _probe_consumer(self) -> Any:
         from confluent_kafka import Consumer

@@ -138,3 +138,27 @@ def test_bad_parameters_are_explained(lab_at):
         lab.bus.topic("no spaces")
     with pytest.raises(LabError, match="handler must be a function"):
         lab.bus.worker(lab.bus.topic("h"), "g", handler="oops")
+
+
+def test_stores_are_files_shared_across_threads_and_removed_on_close(lab_at):
+    lab = lab_at(1.0)
+    orders = lab.store("orders")
+    orders.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, state TEXT)")
+    with orders.transaction() as tx:
+        tx.execute("INSERT INTO orders VALUES ('o-1', 'PENDING')")
+    with pytest.raises(ZeroDivisionError), orders.transaction() as tx:
+        tx.execute("INSERT INTO orders VALUES ('o-2', 'PENDING')")
+        raise ZeroDivisionError
+    seen = []
+    thread = threading.Thread(target=lambda: seen.extend(orders.query("SELECT id FROM orders")))
+    thread.start()
+    thread.join()
+    assert seen == [("o-1",)]
+    assert orders.scalar("SELECT count(*) FROM orders") == 1
+    assert lab.store("orders") is orders
+    path = orders.path
+    assert path.exists()
+    lab.close()
+    assert not path.parent.exists()
+    with pytest.raises(LabError, match="store name"):
+        lab_at(1.0).store("no spaces")
