@@ -30,7 +30,7 @@ from .faults import Faults
 from .latency import LatencyModel
 from .messaging import Bus
 from .metrics import Recorder
-from .services import Service, fetch
+from .services import Route, Service, fetch
 from .settings import to_wall
 from .stores import Store, Stores
 
@@ -106,8 +106,12 @@ class Lab:
     def service(self, name: str, latency: LatencyModel | float = 0,
                 faults: Faults | None = None, workers: int = 100,
                 calls: list[Service] | tuple[Service, ...] = (), parallel: bool = False,
-                call_timeout_ms: float | None = None, **knobs: Any) -> Service:
+                call_timeout_ms: float | None = None, routes: dict[str, Route] | None = None,
+                **knobs: Any) -> Service:
         """Start a service called ``name``; see :class:`~labsupport.services.Service`.
+
+        ``routes`` adds custom endpoints: ``{"/orders": handler}`` where ``handler`` is an
+        ``async def handler(request)`` returning an aiohttp response (any HTTP method).
 
         Further knobs (``local_workers``, ``queue_limit``, ``attempts``, ``guard``)
         are passed to :meth:`Service.set`.
@@ -117,7 +121,7 @@ class Lab:
         require(name not in self.services, f"This lab already has a service {name!r}.",
                 "pick another name, or change the existing one with .set(...)")
         svc = Service(self, name, latency, faults, workers, calls, parallel,
-                      call_timeout_ms, seed=self.seed)
+                      call_timeout_ms, seed=self.seed, routes=routes)
         if knobs:
             svc.set(**knobs)
         self.run(svc.start())
@@ -142,10 +146,15 @@ class Lab:
         return self.service(name, 0, calls=leaves, parallel=True), leaves
 
     # ----- traffic -------------------------------------------------------------------
-    def call(self, target: Service, path: str = "", timeout_ms: float | None = None) -> Response:
-        """One request to ``target`` (``path`` e.g. ``'local'``); waits for the answer."""
+    def call(self, target: Service, path: str = "", timeout_ms: float | None = None,
+             method: str = "GET", json: Any = None) -> Response:
+        """One request to ``target`` (``path`` e.g. ``'local'``); waits for the answer.
+
+        ``method="POST", json={...}`` sends a body (for custom ``routes``).
+        """
         timeout = load._timeout(timeout_ms) if timeout_ms else None
-        result = self.run(fetch(self.session, target.url + path, timeout, target.name))
+        result = self.run(fetch(self.session, target.url + path, timeout, target.name,
+                                method, json))
         return Response(result["status"], result["ms"], result["body"])
 
     def open_loop(self, target: Service, rate: float, duration: float, path: str = "",

@@ -43,6 +43,8 @@ _KNOBS = ("latency", "faults", "error_rate", "outage", "hang_rate", "workers", "
           "parallel", "call_timeout_ms", "local_workers", "queue_limit", "attempts", "guard")
 
 CallResult = dict[str, Any]
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+"""``async def handler(request) -> aiohttp.web.Response``: a custom endpoint (any method)."""
 Guard = Callable[["Service", Callable[[], Awaitable[CallResult]]], Awaitable[CallResult]]
 """``async def guard(child, call) -> result``: wraps one downstream call.
 
@@ -58,8 +60,10 @@ class Service:
     def __init__(self, lab: Lab, name: str, latency: LatencyModel | float = 0,
                  faults: Faults | None = None, workers: int = 100,
                  calls: Iterable[Service] = (), parallel: bool = False,
-                 call_timeout_ms: float | None = None, seed: int | str = 0) -> None:
+                 call_timeout_ms: float | None = None, seed: int | str = 0,
+                 routes: dict[str, Route] | None = None) -> None:
         self.lab = lab
+        self.routes = _checked_routes(routes or {})
         self.name = name
         self.latency = as_model(latency)
         self.faults = faults or Faults()
@@ -185,6 +189,8 @@ class Service:
         app.router.add_get("/", self._handle_full)
         app.router.add_get("/local", self._handle_local)
         app.router.add_get("/health", self._handle_health)
+        for path, handler in self.routes.items():
+            app.router.add_route("*", path, handler)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
         sock = socket.socket()
@@ -198,6 +204,18 @@ class Service:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def work(self) -> float:
+        """Do this service's own work once (a worker slot, then its latency); returns the ms.
+
+        For custom ``routes``: ``await svc.work()`` inside a handler costs what ``/local``
+        costs. Raises :class:`~labsupport.pool.PoolFull` when ``queue_limit`` is exceeded.
+        """
+        async with self.pool.slot(self.queue_limit):
+            self.served += 1
+            work_ms = self.latency.sample(self.rng)
+            await asyncio.sleep(to_wall(work_ms / 1000))
+        return work_ms
 
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"service": self.name, "ok": True})
@@ -267,6 +285,17 @@ class Service:
         return await fetch(self.lab.session, child.url, timeout, child.name)
 
 
+def _checked_routes(routes: dict[str, Route]) -> dict[str, Route]:
+    for path, handler in routes.items():
+        require(isinstance(path, str) and path.startswith("/") and path != "/",
+                f"A route is a path such as '/orders', got {path!r}.",
+                "'/', '/local' and '/health' are the service's own")
+        require(asyncio.iscoroutinefunction(handler),
+                f"The handler for {path} must be an async def taking the request.",
+                "async def handler(request): return web.json_response({...})")
+    return dict(routes)
+
+
 def _positive_or_none(value: Any, name: str) -> float | None:
     require(value is None or (isinstance(value, (int, float)) and value > 0),
             f"{name} must be None or a number of ms above 0, got {value!r}.",
@@ -275,12 +304,14 @@ def _positive_or_none(value: Any, name: str) -> float | None:
 
 
 async def fetch(session: aiohttp.ClientSession, url: str,
-                timeout: aiohttp.ClientTimeout | None, name: str = "") -> dict[str, Any]:
-    """GET ``url``; returns status (0 timeout, -1 refused), model ms and the body."""
+                timeout: aiohttp.ClientTimeout | None, name: str = "",
+                method: str = "GET", json: Any = None) -> dict[str, Any]:
+    """GET (or ``method``) ``url``; returns status (0 timeout, -1 refused), model ms, body."""
     start = time.perf_counter()
     status, body = -1, None
     try:
-        async with session.get(url, timeout=timeout or aiohttp.ClientTimeout()) as resp:
+        async with session.request(method, url, json=json,
+                                   timeout=timeout or aiohttp.ClientTimeout()) as resp:
             status = resp.status
             body = await resp.json(content_type=None)
     except asyncio.TimeoutError:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from labsupport import settings
-from labsupport.errors import BadParameter
+from labsupport.errors import BadParameter, LabError
 from labsupport.faults import Faults
 from labsupport.lab import Lab
 from labsupport.latency import Constant, Normal
@@ -437,3 +437,33 @@ def test_bad_protection_knobs_are_refused(lab, knobs):
     svc = lab.service("knobby")
     with pytest.raises(BadParameter):
         svc.set(**knobs)
+
+
+def test_custom_routes_take_any_method_and_do_the_services_work(lab_at):
+    from aiohttp import web
+
+    lab = lab_at(1.0)
+    seen: list[tuple[str, object]] = []
+
+    async def orders(request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else None
+        seen.append((request.method, body))
+        work_ms = await svc.work()
+        return web.json_response({"work_ms": work_ms}, status=202)
+
+    svc = lab.service("order", latency=30, routes={"/orders": orders})
+    posted = lab.call(svc, "orders", method="POST", json={"id": "o-1"})
+    got = lab.call(svc, "orders")
+    assert (posted.status, got.status) == (202, 202)
+    assert seen == [("POST", {"id": "o-1"}), ("GET", None)]
+    assert posted.body["work_ms"] == 30 and posted.ms >= 30
+    assert svc.served == 2
+    assert lab.call(svc, "local").ok  # the service's own endpoints still answer
+
+
+def test_routes_are_checked(lab_at):
+    lab = lab_at(1.0)
+    with pytest.raises(LabError, match="a path such as '/orders'"):
+        lab.service("bad", routes={"orders": None})
+    with pytest.raises(LabError, match="must be an async def"):
+        lab.service("bad2", routes={"/orders": lambda request: None})
