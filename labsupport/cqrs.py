@@ -1,0 +1,757 @@
+"""CQRS on real services: a command side that writes and publishes, a query side that reads.
+
+:class:`OrderShop` starts everything module 07 measures::
+
+    shop = OrderShop(lab, payment_ms=20)
+    shop.place("c1", 30)            # POST /orders on the command side (orders service)
+    shop.read_order("o-1")          # GET /orders/o-1 on the query side (queries service)
+
+* **Command side** (service ``orders``): ``POST /orders`` places an order,
+  ``POST /orders/{id}/pay|ship|cancel|add`` changes one. Each command first does the
+  service's own work (its latency knob: the payment check, the slow part), then writes
+  the order to its own SQLite store with the next per-order ``version``, then publishes
+  the event (OrderPlaced, OrderPaid, ...) keyed by order id and answers with the
+  broker's acknowledgement: partition and offset.
+* **Events**: topic ``order-events``; each event carries the whole order after the change.
+* **Projection**: a bus worker feeds :class:`~labsupport.projections.OrderProjection`,
+  which keeps the read models in a separate store.
+* **Query side** (service ``queries``): ``GET /orders/{id}`` and ``GET /customers/{id}``
+  read only the read models. ``GET /orders/{id}?after=P:O`` first waits (up to
+  ``wait_ms``) until the projection has reached offset ``O`` of partition ``P``:
+  read-your-writes.
+
+The experiments (mixed load, staleness, read-your-writes, rebuild) are methods of the
+shop and small result classes below; the notebook only calls them.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import math
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import broker
+from .dashboard import PALETTE, Dashboard, LiveView, set_controls
+from .errors import LabError, require
+from .latency import Normal
+from .load import arrival_times
+from .metrics import Recorder, percentile
+from .projections import OrderProjection, differences
+from .services import fetch
+from .settings import to_model, to_wall
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+#: What each change command does to an order: the event type and the new state.
+ACTIONS = {"pay": ("OrderPaid", "PAID"), "ship": ("OrderShipped", "SHIPPED"),
+           "cancel": ("OrderCancelled", "CANCELLED"), "add": ("ItemAdded", None)}
+AMOUNTS = (10, 20, 25, 40, 50, 75)
+WRITE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, customer TEXT NOT NULL, "
+    "amount REAL NOT NULL, state TEXT NOT NULL, version INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
+)
+
+
+def model_now() -> float:
+    """Model seconds on a monotonic clock (wall seconds divided by the time scale)."""
+    return to_model(time.perf_counter())
+
+
+@dataclass(frozen=True)
+class Write:
+    """One command the command side accepted: the event it published and where it landed."""
+
+    order: str
+    customer: str
+    version: int
+    state: str
+    partition: int
+    offset: int
+    customer_seq: int
+    committed_at: float   # model s: the write store changed (the truth moved)
+    acked_at: float       # model s: the broker acknowledged the event (the user gets 200)
+
+
+class OrderShop:
+    """Command side, event topic, projection and query side of one order system."""
+
+    def __init__(self, lab: Lab, payment_ms: float = 20.0, partitions: int = 3,
+                 customers: int = 8, query_ms: float = 1.0, prefix: str = "") -> None:
+        require(isinstance(payment_ms, (int, float)) and payment_ms >= 0,
+                f"payment_ms must be a number of ms of 0 or more, got {payment_ms!r}.",
+                "e.g. OrderShop(lab, payment_ms=400) for a slow payment check")
+        require(isinstance(customers, int) and 1 <= customers <= 1000,
+                f"customers must be a whole number from 1 to 1000, got {customers!r}.")
+        self.lab, self.prefix = lab, prefix
+        self.customers = [f"c{i}" for i in range(1, customers + 1)]
+        self.rng = random.Random(f"{lab.seed}:{prefix}shop")
+        self.topic = lab.bus.topic(f"{prefix}order-events", partitions)
+        self.publisher = lab.bus.publisher()
+        self.write_store = lab.store(f"{prefix}orders")
+        self.write_store.query("PRAGMA synchronous=NORMAL")
+        for statement in WRITE_SCHEMA:
+            self.write_store.execute(statement)
+        self.writes: list[Write] = []
+        self.acked_at: dict[tuple[int, int], float] = {}
+        #: customer -> [(seq, model s when that seq was committed)], seq 0 at start
+        self.history: dict[str, list[tuple[int, float]]] = {c: [(0, 0.0)] for c in self.customers}
+        self._ids = itertools.count(1)
+        self._rebuilds = itertools.count(1)
+        self.commands = lab.service(f"{prefix}orders", _payment(payment_ms), routes={
+            "/orders": self._place, "/orders/{order}/{action}": self._change})
+        self.read_store = lab.store(f"{prefix}order_views")
+        self.projection = OrderProjection(self.read_store, clock=model_now)
+        self.group = f"{prefix}order-summary"
+        #: cleared while the projection is stalled (experiment 2); set = running
+        self.running = threading.Event()
+        self.running.set()
+        self.worker = lab.bus.worker(self.topic, self.group, self._project,
+                                     name=f"{prefix}order-summary")
+        self.queries = lab.service(f"{prefix}queries", query_ms, routes={
+            "/orders/{order}": self._get_order, "/customers/{customer}": self._get_customer})
+        self.worker.wait_assigned()
+        self.last_mixed: MixedRun | None = None
+
+    def _project(self, event: Any) -> None:
+        """The projection worker's handler: wait while stalled, then apply the event."""
+        while not self.running.wait(0.05):
+            if self.lab.closed:
+                return
+        self.projection.handle(event)
+
+    # ----- the command side ---------------------------------------------------------------
+    async def _place(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        customer, amount = body.get("customer"), body.get("amount")
+        if customer not in self.history or not isinstance(amount, (int, float)) or amount <= 0:
+            return web.json_response({"error": "send {customer: one of the shop's customers, "
+                                               "amount: a positive number}"}, status=400)
+        await self.commands.work()      # the payment check: the slow part of the write path
+        order = f"{self.prefix}o-{next(self._ids)}"
+        return await self._commit(order, customer, float(amount), "PLACED", "OrderPlaced", None)
+
+    async def _change(self, request: web.Request) -> web.Response:
+        order, action = request.match_info["order"], request.match_info["action"]
+        if action not in ACTIONS:
+            return web.json_response({"error": f"unknown action {action!r}",
+                                      "actions": sorted(ACTIONS)}, status=404)
+        body = await _json_body(request)
+        await self.commands.work()
+        rows = self.write_store.query("SELECT customer, amount, state FROM orders WHERE id = ?",
+                                      (order,))
+        if not rows:
+            return web.json_response({"error": f"no order {order}"}, status=404)
+        customer, amount, state = rows[0]
+        kind, new_state = ACTIONS[action]
+        if action == "add":
+            amount += float(body.get("amount", 10))
+        return await self._commit(order, customer, amount, new_state or state, kind, rows[0])
+
+    async def _commit(self, order: str, customer: str, amount: float, state: str, kind: str,
+                      old: Any) -> web.Response:
+        with self.write_store.transaction() as tx:
+            version = 1 + (tx.execute("SELECT version FROM orders WHERE id = ?",
+                                      (order,)).fetchone() or (0,))[0]
+            tx.execute("INSERT INTO orders VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                       "amount = excluded.amount, state = excluded.state, "
+                       "version = excluded.version", (order, customer, amount, state, version))
+            tx.execute("INSERT INTO customers VALUES (?, 1) ON CONFLICT(id) DO UPDATE SET "
+                       "seq = seq + 1", (customer,))
+            seq = tx.execute("SELECT seq FROM customers WHERE id = ?", (customer,)).fetchone()[0]
+        committed_at = model_now()
+        self.history[customer].append((seq, committed_at))
+        event = {"type": kind, "order": order, "version": version, "customer": customer,
+                 "amount": amount, "state": state, "customer_seq": seq}
+        delivery = await self.publisher.publish(self.topic, event, key=order)
+        acked_at = model_now()
+        self.acked_at[(delivery.partition, delivery.offset)] = acked_at
+        self.writes.append(Write(order, customer, version, state, delivery.partition,
+                                 delivery.offset, seq, committed_at, acked_at))
+        return web.json_response({**event, "partition": delivery.partition,
+                                  "offset": delivery.offset})
+
+    # ----- the query side ---------------------------------------------------------------------
+    async def _get_order(self, request: web.Request) -> web.Response:
+        await self.queries.work()
+        waited_ms, reached = 0.0, True
+        after = request.query.get("after")
+        if after:
+            try:
+                partition, offset = (int(x) for x in after.split(":"))
+                wait_ms = float(request.query.get("wait_ms", 2000))
+            except ValueError:
+                return web.json_response({"error": "after=PARTITION:OFFSET, wait_ms=number"},
+                                         status=400)
+            waited_ms, reached = await self.wait_until(partition, offset, wait_ms)
+        row = self.projection.order(request.match_info["order"])
+        status = 504 if not reached else (200 if row else 404)
+        return web.json_response({"order": row, "waited_ms": round(waited_ms, 3),
+                                  "reached": reached}, status=status)
+
+    async def wait_until(self, partition: int, offset: int, wait_ms: float) -> tuple[float, bool]:
+        """Wait (on the lab's loop) until the projection includes ``offset`` of ``partition``;
+        returns (model ms waited, whether it got there before ``wait_ms``)."""
+        start = model_now()
+        while not self.projection.reached(partition, offset):
+            if (model_now() - start) * 1000 >= wait_ms:
+                return (model_now() - start) * 1000, False
+            await asyncio.sleep(0.001)   # wall time: the projection runs on Kafka's clock
+        return (model_now() - start) * 1000, True
+
+    async def _get_customer(self, request: web.Request) -> web.Response:
+        await self.queries.work()
+        return web.json_response(self.projection.customer(request.match_info["customer"]))
+
+    # ----- calling it ---------------------------------------------------------------------------
+    def place(self, customer: str, amount: float) -> dict[str, Any]:
+        """POST /orders: place an order; returns the command side's answer (with its offset)."""
+        require(customer in self.history, f"{customer!r} is not one of this shop's customers.",
+                f"use one of {', '.join(self.customers[:4])}, ...")
+        return _answer(self.lab.run(self._post("orders", {"customer": customer,
+                                                          "amount": amount})))
+
+    def change(self, order: str, action: str, amount: float = 10) -> dict[str, Any]:
+        """POST /orders/{order}/{action}: pay, ship, cancel, or add ``amount``."""
+        require(action in ACTIONS, f"No action {action!r}.", f"use one of {', '.join(ACTIONS)}")
+        return _answer(self.lab.run(self._post(f"orders/{order}/{action}", {"amount": amount})))
+
+    def read_order(self, order: str) -> dict[str, Any] | None:
+        """GET /orders/{order} on the query side: the read model's row (``None`` if absent)."""
+        result = self.lab.run(fetch(self.lab.session, f"{self.queries.url}orders/{order}", None))
+        return (result["body"] or {}).get("order")
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await fetch(self.lab.session, self.commands.url + path, None, self.commands.name,
+                           "POST", body)
+
+    async def _random_write(self) -> int:
+        """One write the load generator sends: mostly new orders, some changes to open ones."""
+        open_orders = [w.order for w in self.writes[-40:] if w.state in ("PLACED", "PAID")]
+        if open_orders and self.rng.random() < 0.5:
+            order = self.rng.choice(open_orders)
+            action = self.rng.choice(("pay", "add", "ship", "cancel"))
+            result = await self._post(f"orders/{order}/{action}", {"amount": 10})
+        else:
+            result = await self._post("orders", {"customer": self.rng.choice(self.customers),
+                                                 "amount": self.rng.choice(AMOUNTS)})
+        return result["status"]
+
+    async def _random_read(self) -> int:
+        customer = self.rng.choice(self.customers)
+        result = await fetch(self.lab.session, f"{self.queries.url}customers/{customer}", None)
+        return result["status"]
+
+    # ----- Experiment 1: reads and writes under the same load -----------------------------
+    def start_mixed(self, payment_ms: float, write_rate: float = 10.0,
+                    read_rate: float = 50.0, duration: float = 4.0) -> MixedRun:
+        """Writes and reads at the same time (open loop, model time); returns at once."""
+        require_positive(write_rate=write_rate, read_rate=read_rate, duration=duration)
+        require(isinstance(payment_ms, (int, float)) and payment_ms >= 0,
+                f"payment_ms must be a number of ms of 0 or more, got {payment_ms!r}.")
+        self.commands.set(latency=_payment(payment_ms))
+        run = MixedRun(payment_ms, Recorder(f"writes (payment {payment_ms:g} ms)"),
+                       Recorder("reads"))
+        stop = threading.Event()
+        run.future = self.lab.submit(_together(
+            open_loop(self._random_write, write_rate, duration, run.writes, stop, self.rng),
+            open_loop(self._random_read, read_rate, duration, run.reads, stop, self.rng)))
+        self.last_mixed = run
+        return run
+
+    def mixed(self, payment_ms: float, write_rate: float = 10.0, read_rate: float = 50.0,
+              duration: float = 4.0) -> MixedRun:
+        """:meth:`start_mixed` and wait for it."""
+        run = self.start_mixed(payment_ms, write_rate, read_rate, duration)
+        run.future.result()
+        return run
+
+    def dashboard(self) -> Dashboard:
+        """Sliders for the payment check's latency and the two rates; Run starts the load."""
+        import ipywidgets as w
+
+        self.controls = {
+            "payment_ms": w.IntSlider(400, 0, 1000, step=20, description="payment ms"),
+            "write_rate": w.IntSlider(10, 2, 30, description="writes/s"),
+            "read_rate": w.IntSlider(50, 10, 150, step=10, description="reads/s"),
+        }
+        button = w.Button(description="Run 4 s of traffic", button_style="primary",
+                          layout=w.Layout(width="auto"))
+        button.on_click(lambda _: self.press_run())
+        self.board = Dashboard("Reads and writes under the same load",
+                               [*self.controls.values(), button], self._draw_mixed)
+        return self.board
+
+    def press_run(self, **values: Any) -> LiveView:
+        """What Run does; ``values`` (payment_ms, write_rate, read_rate) move the sliders."""
+        c = set_controls(self.controls, values)
+        run = self.start_mixed(c["payment_ms"], c["write_rate"], c["read_rate"])
+        return self.board.watch(run.future.done, run.summary, hz=4)
+
+    def _draw_mixed(self, ax: Any) -> None:
+        run = self.last_mixed
+        ax.set_xlabel("model seconds since the run started")
+        ax.set_ylabel("latency (model ms, log scale)")
+        if run is None:
+            return
+        for recorder, colour, label in ((run.writes, PALETTE[1], "writes (command side)"),
+                                        (run.reads, PALETTE[0], "reads (query side)")):
+            samples = recorder.samples
+            if samples:
+                ax.plot([s.t for s in samples], [max(s.ms, 0.1) for s in samples], ".",
+                        color=colour, markersize=4, label=f"{label}: {len(samples)}")
+        ax.set_yscale("log")
+        top = max((s.ms for s in run.writes.samples), default=100.0)
+        ax.set_ylim(top=max(top, 100.0) * 6)   # room for the legend above the dots
+        ax.legend(loc="upper left", fontsize=8, ncol=2)
+
+    # ----- Experiment 2: staleness and lag ------------------------------------------------
+    def staleness_run(self, write_rate: float = 20.0, duration: float = 6.0,
+                      pause: tuple[float, float] = (2.0, 3.5)) -> StalenessWatch:
+        """Writes for ``duration`` model s; the projection stalls during ``pause`` (model s).
+
+        A :class:`StalenessWatch` samples staleness and lag throughout; it is returned at
+        once, running: ``watch.join()`` waits for the traffic and the catch-up.
+        """
+        require_positive(write_rate=write_rate, duration=duration)
+        require(isinstance(pause, tuple) and len(pause) == 2
+                and 0 <= pause[0] < pause[1] <= duration,
+                f"pause must be (start, end) inside 0..{duration:g} s, got {pause!r}.",
+                "e.g. pause=(2.0, 3.5)")
+        self.commands.set(latency=_payment(5))
+        watch = StalenessWatch(self, pause)
+        stop = threading.Event()
+        traffic = self.lab.submit(self._paused_traffic(write_rate, duration, pause, watch, stop))
+        watch.start(traffic)
+        return watch
+
+    async def _paused_traffic(self, rate: float, duration: float, pause: tuple[float, float],
+                              watch: StalenessWatch, stop: threading.Event) -> None:
+        async def pauser() -> None:
+            try:
+                await asyncio.sleep(to_wall(pause[0]))
+                self.running.clear()    # the projection stalls: a slow database, a deploy
+                await asyncio.sleep(to_wall(pause[1] - pause[0]))
+            finally:
+                self.running.set()
+
+        await _together(open_loop(self._random_write, rate, duration, watch.writes, stop,
+                                  self.rng), pauser())
+
+    def caught_up(self) -> bool:
+        """True when the projection has read every event on the topic."""
+        ends = self.lab.bus.end_offsets(self.topic)
+        return all(self.projection.positions.get(p, 0) >= end for p, end in enumerate(ends))
+
+    def wait_caught_up(self, timeout: float = 10.0) -> None:
+        """Block until the projection has read every event (wall ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while not self.caught_up():
+            if time.monotonic() > deadline:
+                raise LabError(f"The projection did not catch up within {timeout:g} s "
+                               f"({self.projection.events_read()} of "
+                               f"{sum(self.lab.bus.end_offsets(self.topic))} events read).",
+                               "check the broker (python -m labsupport broker status) and "
+                               "that the worker is running: shop.worker")
+            time.sleep(0.01)
+
+    def write_rows(self) -> list[tuple[Any, ...]]:
+        """The command side's orders, sorted: what the read model must converge to."""
+        return self.write_store.query("SELECT id, customer, amount, state, version FROM "
+                                      "orders ORDER BY id")
+
+    def read_model_differences(self) -> list[str]:
+        """Orders whose read-model row differs from the command side's row (empty: equal)."""
+        return differences({"orders": self.write_rows()},
+                           {"orders": self.projection.rows()["order_summary"]})
+
+    def visibility_ms(self) -> list[float]:
+        """Per event: model ms from the user's acknowledgement to the read model showing it."""
+        seen = self.projection.visible_at
+        return [max(0.0, (seen[key] - acked) * 1000) for key, acked in self.acked_at.items()
+                if key in seen]
+
+    def visibility_summary(self) -> str:
+        """One line: p50 and p99 of :meth:`visibility_ms` and the broker they came from."""
+        seen = self.visibility_ms()
+        record = broker.status()[0]
+        return (f"from a write's acknowledgement to the read model showing it: "
+                f"p50 {percentile(seen, 50):.1f} ms, p99 {percentile(seen, 99):.1f} ms over "
+                f"{len(seen)} events (model ms; {record.kind if record else '?'} broker)")
+
+    # ----- Experiment 3: read-your-writes ---------------------------------------------------
+    def read_your_writes(self, writes: int = 30, wait: bool = False,
+                         wait_ms: float = 2000.0) -> RywResult:
+        """``writes`` times: a command, then at once a read of the same order; counts how many
+        reads showed the write (fresh), an older version (stale), or gave up (timeout).
+
+        With ``wait=True`` the read carries the command's partition and offset and the
+        query side waits until the projection has reached it.
+        """
+        require(isinstance(writes, int) and writes >= 1,
+                f"writes must be a whole number of 1 or more, got {writes!r}.")
+        require(wait_ms > 0, f"wait_ms must be above 0, got {wait_ms!r}.")
+        self.commands.set(latency=_payment(5))
+        return self.lab.run(self._ryw(writes, wait, wait_ms))
+
+    async def _ryw(self, writes: int, wait: bool, wait_ms: float) -> RywResult:
+        result = RywResult(wait)
+        order = None
+        for i in range(writes):
+            if order is None or i % 3 == 0:
+                answer = await self._post("orders", {"customer": self.rng.choice(self.customers),
+                                                     "amount": self.rng.choice(AMOUNTS)})
+            else:
+                answer = await self._post(f"orders/{order}/add", {"amount": 5})
+            written = _answer(answer)
+            order = written["order"]
+            query = (f"?after={written['partition']}:{written['offset']}&wait_ms={wait_ms}"
+                     if wait else "")
+            read = await fetch(self.lab.session, f"{self.queries.url}orders/{order}{query}", None)
+            row = (read["body"] or {}).get("order")
+            result.add(written["version"], row["version"] if row else 0, read["status"],
+                       read["ms"])
+        return result
+
+    # ----- Experiment 4: rebuild --------------------------------------------------------------
+    def rebuild(self, timeout: float = 20.0) -> RebuildResult:
+        """Drop the read models and replay the topic from offset 0 in a new consumer group;
+        compares the rebuilt view with the one before, row by row."""
+        self.wait_caught_up()
+        before = self.projection.rows()
+        self.worker.stop()
+        self.projection.drop()
+        self.projection = OrderProjection(self.read_store, clock=model_now)
+        start = time.monotonic()
+        self.group = f"{self.prefix}order-summary-rebuilt-{next(self._rebuilds)}"  # a new group
+        self.worker = self.lab.bus.worker(self.topic, self.group, self._project,
+                                          name=f"{self.prefix}order-summary-rebuilt")
+        self.wait_caught_up(timeout)
+        after = self.projection.rows()
+        return RebuildResult(before, after, differences(before, after),
+                             self.projection.events_read(), time.monotonic() - start)
+
+
+def require_positive(**values: Any) -> None:
+    """Raise :class:`~labsupport.errors.BadParameter` naming the first value that is not > 0."""
+    for name, value in values.items():
+        require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+                f"{name} must be a number above 0, got {value!r}.",
+                f"e.g. {name}=10 (rates per model second, durations in model seconds)")
+
+
+def _payment(ms: float) -> Any:
+    """The payment check's latency model: about ``ms``, varying by a quarter either way."""
+    return Normal(ms, ms / 4) if ms else 0
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _answer(result: dict[str, Any]) -> dict[str, Any]:
+    if result["status"] != 200:
+        raise LabError(f"The command side answered {result['status']}: {result['body']}.",
+                       "check the order id and the action (pay, ship, cancel, add)")
+    return result["body"]
+
+
+async def _together(*coros: Awaitable[Any]) -> None:
+    await asyncio.gather(*coros)
+
+
+async def open_loop(request: Callable[[], Awaitable[int]], rate: float, duration: float,
+                    recorder: Recorder, stop: threading.Event | None = None,
+                    rng: random.Random | None = None) -> Recorder:
+    """Open-loop load where each request is built by ``request()`` (it returns the status).
+
+    Like :func:`labsupport.load.open_loop` (fixed schedule, latency measured from the
+    scheduled time), but for POSTs and varying paths.
+    """
+    loop = asyncio.get_running_loop()
+    start, tasks = loop.time(), set()
+    for t in arrival_times(rate, duration):
+        delay = start + to_wall(t) - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if stop is not None and stop.is_set():
+            break
+        task = asyncio.create_task(_timed(request, recorder, t, start + to_wall(t)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    return recorder
+
+
+async def _timed(request: Callable[[], Awaitable[int]], recorder: Recorder, t: float,
+                 sent_at: float) -> None:
+    status = await request()
+    recorder.record(t, to_model(asyncio.get_running_loop().time() - sent_at) * 1000, status)
+
+
+# ----- results -----------------------------------------------------------------------------------
+@dataclass
+class MixedRun:
+    """One run of :meth:`OrderShop.start_mixed`: the writes' and the reads' records."""
+
+    payment_ms: float
+    writes: Recorder
+    reads: Recorder
+    future: concurrent.futures.Future | None = None
+
+    def p(self, which: str, q: float) -> float:
+        """Percentile ``q`` of ``"writes"`` or ``"reads"`` (model ms, successful requests)."""
+        return getattr(self, which).percentile(q)
+
+    def summary(self) -> str:
+        """One line: both sides' p50 and p99 and failures."""
+        parts = []
+        for which in ("writes", "reads"):
+            rec = getattr(self, which)
+            if len(rec):
+                parts.append(f"{which} p50 {rec.percentile(50):.1f} ms, p99 "
+                             f"{rec.percentile(99):.1f} ms ({len(rec)}, {rec.errors} failed)")
+        return f"payment {self.payment_ms:g} ms: " + ("; ".join(parts) or "starting")
+
+
+@dataclass(frozen=True)
+class StalenessSample:
+    """One look at both sides: events and model ms the read model and the group are behind."""
+
+    t: float
+    stale_events: int
+    lag_events: int
+    stale_ms: float
+    lag_ms: float
+
+
+class StalenessWatch:
+    """Samples, many times a second: how far behind the write side the read model is (its
+    *staleness*, in events and ms) and the consumer group's *lag* measured on the broker.
+
+    Order of each look: the group's committed offsets first, then the projection's own
+    position, then the broker's end offsets, so both numbers describe the same moment
+    or later.
+    """
+
+    def __init__(self, shop: OrderShop, pause: tuple[float, float]) -> None:
+        self.shop, self.pause = shop, pause
+        self.samples: list[StalenessSample] = []
+        self.writes = Recorder("writes")
+        self.start_t = model_now()
+        self.traffic: concurrent.futures.Future | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="labsupport-staleness",
+                                        daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self, traffic: concurrent.futures.Future) -> None:
+        self.traffic = traffic
+        self._thread.start()
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        shop = self.shop
+        consumer = Consumer(broker.consumer_config(f"{shop.group}.{shop.lab.bus.run_id}",
+                                                   enable_auto_commit=False))
+        parts = [TopicPartition(shop.topic, p)
+                 for p in range(len(shop.lab.bus.end_offsets(shop.topic)))]
+        try:
+            while not self._stop.is_set():
+                finished = self.traffic is not None and self.traffic.done() and shop.caught_up()
+                committed = [max(tp.offset, 0) for tp in consumer.committed(parts, timeout=5)]
+                applied = dict(shop.projection.positions)
+                ends = shop.lab.bus.end_offsets(shop.topic)
+                self.samples.append(self._sample(committed, applied, ends))
+                if finished:
+                    break   # that last look came after the projection had caught up
+                time.sleep(0.02)
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+        finally:
+            consumer.close()
+
+    def _sample(self, committed: list[int], applied: dict[int, int],
+                ends: list[int]) -> StalenessSample:
+        now = model_now()
+        acked = self.shop.acked_at
+        stale = lag = 0
+        oldest_stale = oldest_lag = now
+        for p, end in enumerate(ends):
+            seen, done = applied.get(p, 0), committed[p]
+            stale += max(end - seen, 0)
+            lag += max(end - done, 0)
+            for offset in range(done, end):
+                when = acked.get((p, offset))
+                if when is None:
+                    continue
+                oldest_lag = min(oldest_lag, when)
+                if offset >= seen:
+                    oldest_stale = min(oldest_stale, when)
+        return StalenessSample(now - self.start_t, stale, lag, (now - oldest_stale) * 1000,
+                               (now - oldest_lag) * 1000)
+
+    def done(self) -> bool:
+        """True when the traffic has ended and the read model has caught up."""
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float = 30.0) -> StalenessWatch:
+        """Wait for the traffic, the catch-up and the last sample."""
+        if self.traffic is not None:
+            self.traffic.result(timeout)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(5)
+            raise LabError(f"The read model did not catch up within {timeout:g} s.",
+                           "check the broker (python -m labsupport broker status)")
+        if self.error is not None:
+            raise LabError(f"Sampling staleness failed: {self.error!r}.",
+                           "check the broker (python -m labsupport broker status)")
+        return self
+
+    def violations(self) -> int:
+        """Samples where the read model was further behind than the group's lag."""
+        return sum(s.stale_events > s.lag_events or s.stale_ms > s.lag_ms + 1e-6
+                   for s in self.samples)
+
+    def max_stale_ms(self) -> float:
+        return max((s.stale_ms for s in self.samples), default=math.nan)
+
+    def max_stale_events(self) -> int:
+        return max((s.stale_events for s in self.samples), default=0)
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "starting"
+        last = self.samples[-1]
+        return (f"{len(self.samples)} looks; now {last.stale_events} events / "
+                f"{last.stale_ms:.0f} ms stale, lag {last.lag_events} events; worst "
+                f"{self.max_stale_events()} events / {self.max_stale_ms():.0f} ms stale")
+
+    def draw(self, ax: Any) -> None:
+        """Lag and staleness (events) over time, the pause shaded."""
+        ax.axvspan(*self.pause, color="#bbbbbb", alpha=0.35, lw=0)
+        ax.set_xlabel("model seconds (grey: projection paused)")
+        ax.set_ylabel("events behind the write side")
+        samples = list(self.samples)
+        if samples:
+            t = [s.t for s in samples]
+            ax.plot(t, [s.lag_events for s in samples], "-", color=PALETTE[1], lw=3,
+                    label="consumer lag (broker)")
+            ax.plot(t, [s.stale_events for s in samples], "--", color=PALETTE[0], lw=2,
+                    label="read model staleness")
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set_ylim(bottom=0)
+
+    def dashboard(self) -> LiveView:
+        """A live chart of lag and staleness, redrawn until the run ends."""
+        board = Dashboard("Staleness of the read model and consumer lag", [], self.draw)
+        from IPython.display import display
+
+        display(board)
+        return board.watch(self.done, self.summary, hz=4)
+
+
+@dataclass
+class RywResult:
+    """Reads made right after writes: fresh, stale or timed out, and what reading cost."""
+
+    waited: bool
+    fresh: int = 0
+    stale: int = 0
+    timeouts: int = 0
+    read_ms: list[float] = field(default_factory=list)
+
+    def add(self, written_version: int, seen_version: int, status: int, ms: float) -> None:
+        if status == 504 or status <= 0:
+            self.timeouts += 1
+        elif seen_version >= written_version:
+            self.fresh += 1
+        else:
+            self.stale += 1
+        self.read_ms.append(ms)
+
+    @property
+    def reads(self) -> int:
+        return self.fresh + self.stale + self.timeouts
+
+    def summary(self) -> str:
+        how = "waiting for the offset" if self.waited else "reading at once"
+        return (f"{how}: {self.fresh} fresh, {self.stale} stale, {self.timeouts} timed out of "
+                f"{self.reads}; read p50 {percentile(self.read_ms, 50):.1f} ms, "
+                f"p99 {percentile(self.read_ms, 99):.1f} ms")
+
+
+def draw_ryw(ax: Any, results: list[RywResult]) -> None:
+    """Stacked bars: fresh, stale and timed-out reads for each way of reading."""
+    labels = ["read at once" if not r.waited else "wait for offset" for r in results]
+    bottom = [0] * len(results)
+    for attr, colour in (("fresh", PALETTE[2]), ("stale", PALETTE[3]),
+                         ("timeouts", PALETTE[5])):
+        values = [getattr(r, attr) for r in results]
+        ax.bar(labels, values, bottom=bottom, color=colour, label=attr)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel("reads right after a write")
+    ax.legend(loc="upper right", fontsize=8)
+
+
+@dataclass
+class RebuildResult:
+    """A rebuild: the view before and after, the rows that differ, events replayed, seconds."""
+
+    before: dict[str, list[tuple[Any, ...]]]
+    after: dict[str, list[tuple[Any, ...]]]
+    mismatches: list[str]
+    replayed: int
+    seconds: float
+
+    def rows(self, snapshot: str = "before") -> int:
+        return sum(len(rows) for rows in getattr(self, snapshot).values())
+
+    def summary(self) -> str:
+        return (f"replayed {self.replayed} events in {self.seconds:.1f} s (wall, including "
+                f"the group join): {self.rows('before')} rows before, {self.rows('after')} "
+                f"after, {len(self.mismatches)} differ")
+
+
+def retention_note(topic: str) -> str:
+    """How far back a replay can reach on this broker: the topic's retention settings on a
+    real Kafka; on the embedded broker, a note (it keeps everything in memory)."""
+    record, answers = broker.status()
+    kind = record.kind if record else "none"
+    if kind == "embedded":
+        return ("Embedded broker: it keeps every record in memory and has no retention or "
+                "compaction, so a replay always reaches offset 0 here. On Apache Kafka (the "
+                "lab's container: LAB_BROKER=container python -m labsupport broker up), the "
+                "topic's retention.ms and cleanup.policy decide that: run this cell there "
+                "to see them.")
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient(broker.admin_config())
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    except Exception as exc:  # a cluster may refuse DescribeConfigs: say so, do not fail
+        return f"{kind} broker: could not read the topic's settings ({exc})."
+    retention = configs["retention.ms"].value
+    policy = configs["cleanup.policy"].value
+    days = int(retention) / 86_400_000 if retention not in (None, "-1") else math.inf
+    reach = "forever" if math.isinf(days) else f"{days:g} days"
+    return (f"{kind} broker: {topic} has retention.ms={retention} (a replay reaches back "
+            f"{reach}) and cleanup.policy={policy}.")

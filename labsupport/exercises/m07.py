@@ -1,0 +1,368 @@
+"""Module 07 · CQRS and caching: the exercise question.
+
+::
+
+    from labsupport.exercises.m07 import q1
+
+* ``q1``: a function ``apply(view, event)`` that updates a read model in place.
+  ``view`` is ``{"orders": {order_id: row}, "customers": {customer: totals}}`` where a row
+  is ``{"customer", "amount", "state", "version"}`` and totals are ``{"orders", "amount"}``
+  over the customer's orders that are not cancelled. ``event`` is one order event as the
+  lesson's command side publishes it: ``{"type", "order", "version", "customer",
+  "amount", "state"}``, carrying the whole order after the change.
+
+The checker feeds ``apply`` adversarial event sequences, the way Kafka can deliver them
+(a redelivery after a crash, two writers publishing one order's versions in the wrong
+order, interleaved orders, a cancellation followed by a late older event, a first event
+that is not OrderPlaced, a version that never arrives) and compares the view with the
+expected one, naming the rule a wrong projection breaks. Then a long random sequence.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import random
+from collections.abc import Callable
+from typing import Any
+
+from ..checks import LearnerRaised, NotYet, Question, Step, call_learner
+
+MODULE = "07"
+FIELDS = ("customer", "amount", "state", "version")
+
+
+def event(order: str, version: int, kind: str, customer: str, amount: float,
+          state: str) -> dict[str, Any]:
+    """One order event, as the lesson's command side publishes it."""
+    return {"type": kind, "order": order, "version": version, "customer": customer,
+            "amount": amount, "state": state}
+
+
+def new_view() -> dict[str, dict[str, Any]]:
+    """An empty read model: ``{"orders": {}, "customers": {}}``."""
+    return {"orders": {}, "customers": {}}
+
+
+# ----- the story of two orders, version by version ------------------------------------------
+A1 = event("A", 1, "OrderPlaced", "c1", 30, "PLACED")
+A2 = event("A", 2, "ItemAdded", "c1", 45, "PLACED")
+A3 = event("A", 3, "OrderPaid", "c1", 45, "PAID")
+A4 = event("A", 4, "OrderShipped", "c1", 45, "SHIPPED")
+B1 = event("B", 1, "OrderPlaced", "c2", 20, "PLACED")
+B2 = event("B", 2, "OrderPaid", "c2", 20, "PAID")
+B3 = event("B", 3, "OrderCancelled", "c2", 20, "CANCELLED")
+C1 = event("C", 1, "OrderPlaced", "c1", 10, "PLACED")
+C2 = event("C", 2, "ItemAdded", "c1", 25, "PLACED")
+
+
+def expected_view(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The checker's own answer: for each order the event with the highest version wins;
+    totals count the orders that are not cancelled."""
+    latest: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["order"] not in latest or e["version"] > latest[e["order"]]["version"]:
+            latest[e["order"]] = e
+    view = new_view()
+    for order, e in latest.items():
+        view["orders"][order] = {k: e[k] for k in FIELDS}
+        if e["state"] != "CANCELLED":
+            totals = view["customers"].setdefault(e["customer"], {"orders": 0, "amount": 0})
+            totals["orders"] += 1
+            totals["amount"] += e["amount"]
+    return view
+
+
+def _plain(view: Any) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """Comparable form: rows as tuples, totals with zero customers left out."""
+    if not isinstance(view, dict) or not isinstance(view.get("orders"), dict) or \
+            not isinstance(view.get("customers"), dict):
+        raise NotYet("view must stay a dict with the keys 'orders' and 'customers' (both "
+                     "dicts): change it in place, do not replace or reshape it.")
+    orders = {}
+    for order, row in view["orders"].items():
+        if not isinstance(row, dict) or any(k not in row for k in FIELDS):
+            raise NotYet(f"view['orders'][{order!r}] is {row!r}; a row is a dict with the keys "
+                          f"{', '.join(FIELDS)}.")
+        orders[order] = (row["customer"], round(float(row["amount"]), 2), row["state"],
+                         row["version"])
+    customers = {}
+    for customer, totals in view["customers"].items():
+        if not isinstance(totals, dict) or "orders" not in totals or "amount" not in totals:
+            raise NotYet(f"view['customers'][{customer!r}] is {totals!r}; totals are a dict "
+                         "with the keys 'orders' and 'amount'.")
+        if totals["orders"] or round(float(totals["amount"]), 2):
+            customers[customer] = (totals["orders"], round(float(totals["amount"]), 2))
+    return orders, customers
+
+
+def run_apply(apply: Callable[..., Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Feed ``events`` one by one to ``apply(view, event)`` on a new view; returns the view.
+
+    Each event is a fresh copy, so an ``apply`` that changes its event changes nothing else.
+    """
+    view = new_view()
+    for e in events:
+        returned = call_learner(apply, view, copy.deepcopy(e),
+                                call=f"apply(view, {_short(e)})")
+        if isinstance(returned, dict) and returned is not view and "orders" in returned:
+            view = returned
+    return view
+
+
+def _short(e: dict[str, Any]) -> str:
+    return f"{e['order']} v{e['version']} {e['type']}"
+
+
+def _sequence(events: list[dict[str, Any]]) -> str:
+    return ", ".join(_short(e) for e in events)
+
+
+def _row(view: dict[str, Any], order: str) -> tuple | None:
+    return _plain(view)[0].get(order)
+
+
+def _compare(got: dict[str, Any], events: list[dict[str, Any]], what: str,
+             show: bool = True) -> None:
+    want_orders, want_customers = _plain(expected_view(events))
+    orders, customers = _plain(got)
+    if show:
+        what = f"{what} ({_sequence(events)})"
+    if orders != want_orders:
+        wrong = sorted(set(orders) ^ set(want_orders) | {
+            k for k in set(orders) & set(want_orders) if orders[k] != want_orders[k]})
+        key = wrong[0]
+        raise NotYet(f"{what}: view['orders'][{key!r}] should be "
+                     f"{_describe(want_orders.get(key))}, yours is {_describe(orders.get(key))}.")
+    if customers != want_customers:
+        wrong = sorted(k for k in set(customers) | set(want_customers)
+                       if customers.get(k) != want_customers.get(k))
+        key = wrong[0]
+        raise NotYet(f"{what}: the orders are right, but "
+                     f"view['customers'][{key!r}] should be {_totals(want_customers.get(key))}, "
+                     f"yours is {_totals(customers.get(key))}.")
+
+
+def _all_totals(customers: dict[str, tuple]) -> str:
+    return ", ".join(f"{c} {_totals(t)}" for c, t in sorted(customers.items())) or "none"
+
+
+def _describe(row: tuple | None) -> str:
+    if row is None:
+        return "missing"
+    return f"{{customer {row[0]}, amount {row[1]:g}, state {row[2]}, version {row[3]}}}"
+
+
+def _totals(totals: tuple | None) -> str:
+    return "{orders 0, amount 0}" if totals is None else \
+        f"{{orders {totals[0]}, amount {totals[1]:g}}}"
+
+
+# ----- the scenarios, each with its own diagnosis -------------------------------------------
+def _in_order(apply: Callable[..., Any]) -> None:
+    events = [A1, B1, A2, A3]
+    view = run_apply(apply, events)
+    if not _plain(view)[0]:
+        raise NotYet("after four events your view['orders'] is still empty: change the view "
+                     "you were given in place (view['orders'][event['order']] = {...}); "
+                     "assigning view = ... inside apply only renames a local variable.")
+    orders, customers = _plain(view)
+    if orders == _plain(expected_view(events))[0] and customers.get("c1", (0, 0))[1] == 75:
+        raise NotYet("in order (A v1 OrderPlaced 30, A v2 ItemAdded -> 45): c1's amount is 75, "
+                     "it should be 45. Each event carries the order's whole amount after the "
+                     "change, not the amount added: move the customer's total by the "
+                     "difference between the old row and the new one.")
+    if orders == _plain(expected_view(events))[0] and customers.get("c1", (0, 0))[1] == 30:
+        raise NotYet("in order (A v1 OrderPlaced 30, A v2 ItemAdded -> 45): c1's amount is "
+                     "still 30, it should be 45. When an order's amount changes, move the "
+                     "customer's total by the difference between the old row and the new one.")
+    _other_keys(view, events, "events in order")
+    _compare(view, events, "events in order")
+
+
+def _duplicates(apply: Callable[..., Any]) -> None:
+    events = [A1, A1, B1, A2, A2, A3, A3, B1]
+    view = run_apply(apply, events)
+    want_orders, want_customers = _plain(expected_view(events))
+    orders, customers = _plain(view)
+    if orders == want_orders and customers != want_customers:
+        if _compares_versions(apply):
+            raise NotYet(f"with duplicates ({_sequence(events)}) your customer totals are "
+                         f"{_all_totals(customers)}, expected {_all_totals(want_customers)}: an event with the *same* "
+                         "version as the stored row is a duplicate and must change nothing. "
+                         "Apply only versions newer than the stored one (>, not >=).")
+        raise NotYet(f"with duplicates ({_sequence(events)}) your customer totals are "
+                     f"{_all_totals(customers)}, expected {_all_totals(want_customers)}: each redelivered event was "
+                     "applied again, so the counters grew twice. Kafka delivers at least "
+                     "once: ignore an event whose version is not newer than the stored one.")
+    _compare(view, events, "with duplicates")
+
+
+def _compares_versions(apply: Callable[..., Any]) -> bool:
+    """True when ``apply`` ends at the right version after A v1, A v3, A v2 (no duplicates)."""
+    try:
+        return _row(run_apply(apply, [A1, A3, A2]), "A") == _row(expected_view([A3]), "A")
+    except (LearnerRaised, NotYet):
+        return False
+
+
+def _gap(apply: Callable[..., Any]) -> None:
+    events = [A1, A3]
+    view = run_apply(apply, events)
+    if _row(view, "A") == _row(expected_view([A1]), "A"):
+        raise NotYet("A v1 then A v3 (version 2 never reaches you: a compacted topic keeps "
+                     "only the latest event of each order; a projection can start late): your "
+                     "view kept version 1 and dropped version 3. Do not wait for version + 1: "
+                     "every event carries the whole order, so any newer version can be applied.")
+    _compare(view, events, "with a version missing")
+
+
+def _reordered(apply: Callable[..., Any]) -> None:
+    events = [A1, A3, A4, A2]
+    view = run_apply(apply, events)
+    row = _row(view, "A")
+    if row == _row(expected_view([A2]), "A"):
+        raise NotYet(f"reordered ({_sequence(events)}): your view ends at version 2, the last "
+                     "event to *arrive*, but version 4 is the newest. Two writers can publish "
+                     "one order's versions in the wrong order: last writer wins by version, "
+                     "not by arrival. Skip an event whose version is not above the stored one.")
+    if row is not None and row[3] < 4:
+        raise NotYet(f"reordered ({_sequence(events)}): your view ends at version {row[3]} and "
+                     "dropped a newer version that came after it. After a late, older event "
+                     "is skipped, newer ones must still be applied.")
+    _compare(view, events, "reordered within one order")
+
+
+def _interleaved(apply: Callable[..., Any]) -> None:
+    events = [A1, B1, C1, A2, B2, C2, A3]
+    view = run_apply(apply, events)
+    _other_keys(view, events, "interleaved orders")
+    _compare(view, events, "interleaved orders")
+
+
+def _other_keys(view: dict[str, Any], events: list[dict[str, Any]], what: str) -> None:
+    """Order A right but another order wrong: versions kept for the whole view, not per key."""
+    orders, want = _plain(view)[0], _plain(expected_view(events))[0]
+    missing = sorted(k for k in want if k != "A" and orders.get(k) != want[k])
+    if orders.get("A") == want.get("A") and missing:
+        raise NotYet(f"{what} ({_sequence(events)}): order A is right but "
+                     f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                     f"{_describe(orders.get(missing[0]))}. Versions count per order: keep "
+                     "and compare the version of *that* order (view['orders'][id]['version']), "
+                     "not one version for the whole view.")
+
+
+def _cancelled(apply: Callable[..., Any]) -> None:
+    events = [B1, B2, B3, B2, B1]
+    view = run_apply(apply, events)
+    orders, customers = _plain(view)
+    if orders.get("B") is None or orders["B"][2] != "CANCELLED":
+        raise NotYet(f"a cancellation, then late older events ({_sequence(events)}): order B "
+                     f"is {_describe(orders.get('B'))}; it should stay cancelled at version 3. "
+                     "Keep a cancelled order as a row with state CANCELLED and its version "
+                     "(a tombstone); if you delete it, a late older event brings it back.")
+    if "c2" in customers:
+        raise NotYet(f"after {_sequence(events)}: c2's totals are {_totals(customers['c2'])}; "
+                     "a cancelled order no longer counts for its customer: subtract what the "
+                     "order counted for before (1 order and its amount).")
+    _compare(view, events, "a cancellation and late events")
+
+
+def _first_is_not_placed(apply: Callable[..., Any]) -> None:
+    events = [A2, A1, A3]
+    hint = ("the first event you see for an order need not be OrderPlaced (here A v2 "
+            "ItemAdded arrives before A v1): every event carries the whole order, so create "
+            "the row from whichever event comes first.")
+    try:
+        view = run_apply(apply, events)
+    except LearnerRaised as raised:
+        if isinstance(raised.error, KeyError):
+            raise NotYet(f"your apply raised KeyError {raised.error} on "
+                         f"{_sequence(events)}: {hint}") from None
+        raise
+    if _row(view, "A") != _row(expected_view(events), "A"):
+        raise NotYet(f"{_sequence(events)}: order A is {_describe(_row(view, 'A'))}, it should "
+                     f"be {_describe(_row(expected_view(events), 'A'))}. {hint}")
+    _compare(view, events, "first event is not OrderPlaced")
+
+
+def random_log(seed: int, orders: int = 12) -> list[dict[str, Any]]:
+    """A seeded adversarial log: several orders, each version delivered once or twice,
+    versions of one order out of order now and then, orders interleaved, some cancelled."""
+    rng = random.Random(seed)
+    per_order: list[list[dict[str, Any]]] = []
+    for n in range(orders):
+        order, customer = f"o{n}", f"c{rng.randint(1, 4)}"
+        amount, state = float(rng.choice((10, 20, 30))), "PLACED"
+        history = [event(order, 1, "OrderPlaced", customer, amount, state)]
+        for version in range(2, rng.randint(2, 6)):
+            kind = rng.choice(("ItemAdded", "OrderPaid", "OrderShipped", "OrderCancelled"))
+            if kind == "ItemAdded":
+                amount += 5
+            state = {"OrderPaid": "PAID", "OrderShipped": "SHIPPED",
+                     "OrderCancelled": "CANCELLED"}.get(kind, state)
+            history.append(event(order, version, kind, customer, amount, state))
+            if state == "CANCELLED":
+                break
+        delivered = [e for e in history for _ in range(rng.choice((1, 1, 2)))]
+        for i in range(len(delivered) - 1):
+            if rng.random() < 0.3:
+                delivered[i], delivered[i + 1] = delivered[i + 1], delivered[i]
+        per_order.append(delivered)
+    log: list[dict[str, Any]] = []
+    while any(per_order):
+        queue = rng.choice([q for q in per_order if q])
+        log.append(queue.pop(0))
+    return log
+
+
+def _random_logs(apply: Callable[..., Any]) -> None:
+    for seed in range(5):
+        events = random_log(seed)
+        view = run_apply(apply, events)
+        _compare(view, events, f"the scenarios pass, but on a random log of {len(events)} "
+                 f"events (random_log({seed}): duplicates, reordering, interleaving)",
+                 show=False)
+
+
+class _ProjectionStep(Step):
+    """The scenarios in order; the first that fails gives its message."""
+
+    def run(self, answer: Any) -> None:
+        if not callable(answer):
+            raise NotYet(f"`apply` should be a function (def apply(view, event):), got "
+                         f"{type(answer).__name__}.")
+        try:
+            inspect.signature(answer).bind({}, {})
+        except (TypeError, ValueError):
+            raise NotYet("apply takes two arguments: apply(view, event).") from None
+        for scenario in (_in_order, _duplicates, _gap, _reordered, _interleaved, _cancelled,
+                         _first_is_not_placed, _random_logs):
+            scenario(answer)
+
+
+q1 = Question(
+    id="q1", module=MODULE, title="a projection that survives duplicates and reordering",
+    name="apply",
+    what="a function apply(view, event) that updates view['orders'] and view['customers'] "
+         "in place",
+    steps=[_ProjectionStep()],
+    hints=[
+        "Look up the stored row of the event's order first. If there is one and the event's "
+        "version is not newer (<=), return without changing anything: that handles "
+        "duplicates and late older events at once.",
+        "Otherwise the event replaces the row (customer, amount, state, version: the event "
+        "has them all). For the customer's totals, take away what the old row counted for "
+        "(if there was one and it was not cancelled) and add what the new row counts for "
+        "(unless it is cancelled): 1 order and its amount.",
+        "Never delete a row, not even on OrderCancelled: the row with state CANCELLED and its "
+        "version is what stops a late OrderPaid from bringing the order back. Keep versions "
+        "per order (in the row), never one for the whole view.",
+    ],
+    success="your projection ignores duplicates and older versions, applies any newer one "
+            "(even after a gap), keeps each order's version separately, keeps cancelled orders "
+            "as tombstones, and moves customer totals by differences: the view is the same "
+            "however Kafka delivers the events.",
+)
+
+QUESTIONS = [q1]
+__all__ = ["q1", "QUESTIONS", "event", "new_view", "expected_view", "random_log", "run_apply"]

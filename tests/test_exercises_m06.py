@@ -1,0 +1,177 @@
+"""Module 06's question: the worked handle passes; each plausible wrong handle fails with its
+own message. The checker needs no broker: it runs on SQLite files in a temporary folder."""
+from __future__ import annotations
+
+import pytest
+
+from labsupport.exercises import declared_questions
+from labsupport.exercises.m06 import MAX_ATTEMPTS, apply_payment, payments_stream, q1
+from labsupport.exercises_build import solution_source
+
+pytestmark = pytest.mark.usefixtures("isolated_progress")
+
+
+def verdict(answer, capsys) -> tuple[bool, str]:
+    ok = q1.check(answer)
+    return ok, capsys.readouterr().out.strip()
+
+
+def solution_function():
+    namespace: dict = {}
+    exec("from labsupport.exercises.m06 import MAX_ATTEMPTS, apply_payment\n" + q1._solution,
+         namespace)
+    return namespace["handle"]
+
+
+def headers_for(event, error, attempts=MAX_ATTEMPTS):
+    return {"error": str(error), "error-type": type(error).__name__,
+            "original-topic": event.topic, "original-partition": str(event.partition),
+            "original-offset": str(event.offset), "attempts": str(attempts)}
+
+
+def make_handle(mistake: str | None = None):
+    """A handle written independently of the solution, with one ``mistake`` switched on."""
+
+    def key_of(event):
+        return f"{event.partition}:{event.offset}" if mistake == "by offset" else event.value["id"]
+
+    def once(store, event):
+        key = key_of(event)
+        if mistake == "no dedup":
+            with store.transaction() as tx:
+                apply_payment(tx, event.value)
+            return
+        if mistake == "effect then mark":
+            if store.scalar("SELECT 1 FROM processed WHERE message_id = ?", (key,)):
+                return
+            with store.transaction() as tx:
+                apply_payment(tx, event.value)
+            store.execute("INSERT INTO processed VALUES (?)", (key,))
+            return
+        if mistake == "mark then effect":
+            if store.execute("INSERT OR IGNORE INTO processed VALUES (?)", (key,)) == 0:
+                return
+            with store.transaction() as tx:
+                apply_payment(tx, event.value)
+            return
+        if mistake == "integrity error":
+            with store.transaction() as tx:
+                tx.execute("INSERT INTO processed VALUES (?)", (key,))   # raises when seen
+                apply_payment(tx, event.value)
+            return
+        with store.transaction() as tx:
+            if tx.execute("INSERT OR IGNORE INTO processed VALUES (?)", (key,)).rowcount == 0:
+                return
+            apply_payment(tx, event.value)
+
+    def handle(event, store, dlq):
+        attempts = {"once": 1, "five": 5}.get(mistake, MAX_ATTEMPTS)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                once(store, event)
+                return
+            except BaseException as error:
+                if mistake != "swallow crash" and not isinstance(error, Exception):
+                    raise
+                if mistake == "no retry":
+                    raise
+                if mistake == "forever":
+                    continue
+                if attempt < attempts:
+                    continue
+                if mistake == "raise":
+                    raise
+                if mistake == "drop":
+                    return
+                headers = {} if mistake == "no headers" else headers_for(event, error, attempt)
+                dlq(event.value, key=event.key, headers=headers)
+                return
+
+    return handle
+
+
+def test_the_module_declares_q1():
+    assert declared_questions()["06"] == ["q1"]
+    assert q1.name == "handle" and len(q1.hints) == 3
+    assert "def handle" in solution_source("06", "handle")
+    assert "BEGIN SOLUTION" not in q1._solution
+
+
+def test_the_worked_solution_passes(capsys):
+    ok, out = verdict(solution_function(), capsys)
+    assert ok, out
+    assert out.startswith("Correct:")
+
+
+def test_an_independent_correct_handle_passes(capsys):
+    ok, out = verdict(make_handle(None), capsys)
+    assert ok, out
+
+
+MISTAKES = [
+    ("no dedup", "applied twice. Record each message id"),
+    ("by offset", "Deduplicate by the message's own id, event.value['id'], not by its offset"),
+    ("effect then mark", "The effect and the id must commit together"),
+    ("mark then effect", "you record the id *before* the effect"),
+    ("forever", "it retries the poison payment forever"),
+    ("raise", "let the poison payment's error escape"),
+    ("no retry", "made handle raise. Catch the error and try again"),
+    ("drop", "the poison payment vanished"),
+    ("no headers", "the dead letter has no error, error-type, original-topic"),
+    ("once", "failed once (database is locked), and you sent it to the dead-letter queue"),
+    ("five", "you tried the poison payment 5 time(s)"),
+    ("integrity error", "a message you have already applied is not an error"),
+    ("swallow crash", "swallowed it. Catch Exception only"),
+]
+
+
+@pytest.mark.parametrize("mistake, message", MISTAKES)
+def test_each_wrong_handle_gets_its_own_message(mistake, message, capsys):
+    ok, out = verdict(make_handle(mistake), capsys)
+    assert not ok and out.startswith("Not yet:"), out
+    assert message in out, out
+
+
+def test_messages_are_distinct():
+    outs = {q1._evaluate(make_handle(mistake))[1] for mistake, _ in MISTAKES}
+    assert len(outs) == len(MISTAKES)
+
+
+def test_a_handle_that_never_returns_is_reported(capsys, monkeypatch):
+    from labsupport.exercises import m06
+
+    monkeypatch.setattr(m06, "SCENARIO_TIMEOUT_S", 0.3)
+
+    def spins(event, store, dlq):
+        import time
+        time.sleep(1.0)
+
+    ok, out = verdict(spins, capsys)
+    assert not ok and "did not return within" in out, out
+
+
+def test_the_placeholder_counts_as_not_attempted(capsys):
+    def placeholder(event, store, dlq):
+        raise NotImplementedError("Your turn")
+
+    ok, out = verdict(placeholder, capsys)
+    assert not ok and out.startswith("Not attempted yet"), out
+
+
+def test_wrong_shapes(capsys):
+    ok, out = verdict(42, capsys)
+    assert not ok and "should be a function" in out
+    ok, out = verdict(lambda event: None, capsys)
+    assert not ok and "three arguments" in out
+
+
+def test_the_stream_has_the_cases_the_checker_claims():
+    events = payments_stream()
+    ids = [e.value["id"] for e in events]
+    assert ids.count("p-6") == 2 and ids.count("p-7") == 2
+    p7 = [e.offset for e in events if e.value["id"] == "p-7"]
+    assert len(set(p7)) == 2            # re-published: new offset
+    p6 = [e.offset for e in events if e.value["id"] == "p-6"]
+    assert len(set(p6)) == 1            # redelivered: same offset
