@@ -14,6 +14,7 @@ The lab deletes its stores' folder when it closes.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import threading
@@ -86,12 +87,34 @@ class Store:
         return f"<Store {self.path.stem} at {self.path}>"
 
 
+def remove_orphans() -> list[Path]:
+    """Delete the store folders of kernels that ended without closing their lab."""
+    removed = []
+    for folder in (state_dir() / "stores").glob("*-*"):
+        pid = folder.name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Stores:
     """The stores of one lab, by name; removed from disk when the lab closes."""
 
     def __init__(self, run_id: str) -> None:
         self.folder = stores_dir(run_id)
         self.open: dict[str, Store] = {}
+        remove_orphans()
 
     def get(self, name: str) -> Store:
         """The store called ``name`` (created empty on first use)."""

@@ -162,3 +162,20 @@ def test_stores_are_files_shared_across_threads_and_removed_on_close(lab_at):
     assert not path.parent.exists()
     with pytest.raises(LabError, match="store name"):
         lab_at(1.0).store("no spaces")
+
+
+def test_store_folders_of_dead_kernels_are_removed(lab_at):
+    import subprocess
+    import sys
+
+    from labsupport.stores import remove_orphans, stores_dir
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    orphan = stores_dir(f"{child.stdout.strip()}-dead")
+    orphan.mkdir(parents=True)
+    (orphan / "orders.sqlite").write_bytes(b"")
+    mine = lab_at(1.0).store("orders").path.parent
+    assert orphan in remove_orphans() or not orphan.exists()
+    assert not orphan.exists()
+    assert mine.exists()
