@@ -1,0 +1,183 @@
+"""Module 05's instrumentation on real services and the lab's broker, at time scale 0.2:
+keys and partitions, groups, the three order designs, the hybrid read, the burst, the
+outage, request-reply and webhook versus polling."""
+from __future__ import annotations
+
+import pytest
+from matplotlib.figure import Figure
+
+from labsupport.async_orders import (
+    Burst,
+    OrderSystem,
+    Outage,
+    ThreeWays,
+    poisson_times,
+    status_reads,
+)
+from labsupport.callbacks import CallbackRace
+from labsupport.errors import BadParameter, LabError
+from labsupport.kafka_basics import (
+    GroupsDemo,
+    KeysExperiment,
+    LagSeries,
+    Placement,
+    broker_label,
+    customer_keys,
+    on_container,
+)
+from labsupport.messaging import Delivery
+
+pytestmark = pytest.mark.usefixtures("lab_broker")
+
+
+@pytest.fixture(scope="module")
+def system():
+    """One order system for the module (its consumer groups join once)."""
+    from labsupport import settings
+    from labsupport.lab import Lab
+
+    saved = settings._scale_override
+    settings.set_time_scale(0.2)
+    lab = Lab(seed=5)
+    orders = OrderSystem(lab).wait_ready()
+    orders.warm()
+    yield orders
+    lab.close()
+    settings._scale_override = saved
+
+
+def draws(draw) -> None:
+    ax = Figure().add_subplot()
+    draw(ax)
+
+
+# ----- pure helpers -------------------------------------------------------------------------------
+def test_customer_keys_round_robin_and_bad_input():
+    assert customer_keys(3, 7) == ["c1", "c2", "c3", "c1", "c2", "c3", "c1"]
+    with pytest.raises(BadParameter, match="customers"):
+        customer_keys(0, 5)
+    with pytest.raises(BadParameter, match="orders"):
+        customer_keys(2, 0)
+
+
+def test_placement_counts_partitions_offsets_and_split_keys():
+    sent = [Delivery("t", 0, 0, 1), Delivery("t", 1, 0, 1), Delivery("t", 0, 1, 1),
+            Delivery("t", 1, 2, 1)]
+    placement = Placement(["a", "b", "a", "a"], sent)
+    assert placement.per_partition(2) == [2, 2]
+    assert placement.partitions_of() == {"a": {0, 1}, "b": {1}}
+    assert placement.keys_split() == 1
+    assert placement.gaps(2) == 1 and placement.offsets(0) == [0, 1]
+    assert "a: partition 0, 1" in placement.table()
+    draws(lambda ax: placement.draw(ax, 2))
+
+
+def test_poisson_times_are_seeded_and_in_range():
+    times = poisson_times(10, 3, seed=1)
+    assert times == poisson_times(10, 3, seed=1)
+    assert all(0 < t < 3 for t in times) and 15 < len(times) < 50
+    with pytest.raises(BadParameter):
+        poisson_times(0, 3, seed=1)
+
+
+def test_lag_series_records_points():
+    values = iter([3, 1, 0])
+    series = LagSeries(lambda: next(values))
+    for _ in range(3):
+        series.sample()
+    assert series.peak == 3 and series.last == 0
+    draws(series.draw)
+
+
+def test_the_broker_is_named():
+    assert broker_label() != "no broker"
+    assert on_container() in (True, False)
+
+
+# ----- on the broker ---------------------------------------------------------------------------------
+def test_keys_land_in_one_partition_each_and_end_offsets_count_them(lab_at):
+    lab = lab_at(0.2)
+    keys = KeysExperiment(lab, partitions=3)
+    placement = keys.run(customers=4, orders=20)
+    assert placement.keys_split() == 0 and placement.gaps(3) == 0
+    assert lab.bus.end_offsets(keys.topic) == placement.per_partition(3)
+    with pytest.raises(BadParameter, match="partitions"):
+        KeysExperiment(lab, partitions=0)
+
+
+def test_groups_share_partitions_inside_and_each_read_everything(lab_at):
+    lab = lab_at(0.2)
+    groups = GroupsDemo(lab, partitions=3)
+    groups.wait_assigned()
+    groups.publish(customer_keys(5, 15))
+    assert sorted(groups.owned("billing-1") + groups.owned("billing-2")) == [0, 1, 2]
+    assert groups.processed("billing") == 15 and groups.processed("analytics") == 15
+    assert groups.lag("billing") == 0
+    groups.stop()
+
+
+def test_three_designs_order_as_the_lesson_claims(system):
+    result = ThreeWays(system).run(rate=5, seconds=2)
+    sync_p50 = result.p("sync", 50)
+    assert result.p("async", 99) < sync_p50 / 2
+    assert result.p("rr", 50) > sync_p50
+    assert len(result.rows) == len(result.recorders["async"])
+    assert result.mean(result.end_to_end) == pytest.approx(
+        result.mean(result.queued) + result.mean(result.processing), rel=0.1, abs=5)
+    assert "request-reply" in result.table()
+    draws(ThreeWays(system).draw)
+
+
+def test_status_reads_touch_no_dependency(system):
+    oid = system.call("async").body["order_id"]
+    assert system.wait_done([oid], 10)
+    before = system.payment.received
+    reads = status_reads(system, oid, requests=10)
+    assert reads.errors == 0 and system.payment.received == before
+    assert system.lab.call(system.orders, f"status?id={oid}").body["status"] == "done"
+    assert system.lab.call(system.orders, "status?id=nope").status == 404
+
+
+def test_a_burst_drains_at_the_consumers_pace(system):
+    result = Burst(system).run(orders=20)
+    assert result.lag.peak >= 15 and result.lag.last == 0
+    assert all(r.attempts == 1 for r in result.rows) and len(result.rows) == 20
+    assert result.drain_ms == pytest.approx(result.predicted_drain_ms(), rel=0.35)
+    with pytest.raises(BadParameter, match="orders"):
+        Burst(system).run(orders=0)
+
+
+def test_an_outage_loses_nothing_and_counts_lag_both_ways(system):
+    outage = Outage(system, rate=10)
+    result = outage.run(up_s=0.5, down_s=1.0)
+    assert result.lag_at_restart_broker == result.lag_counted > 0
+    assert result.lost == 0 and result.twice == 0
+    assert result.processed_once == len(result.accepted_ids)
+    assert "0 lost" in outage.summary()
+    draws(outage.draw)
+
+
+def test_webhook_is_one_request_and_polling_is_late(system):
+    race = CallbackRace(system)
+    race.run(orders=12, rate=10, interval_ms=200)
+    assert race.hooks_per_order() == 1
+    assert race.hook_delay() < race.poll_delay()
+    assert 0 < race.poll_delay() < 200 + 50
+    with pytest.raises(BadParameter, match="interval_ms"):
+        race.run(interval_ms=5)
+
+
+def test_request_reply_round_trip(system):
+    answer = system.lab.run(system.rr.request({"order_id": "x"}, key="x"), timeout=10)
+    assert answer > 0 and not system.rr.pending
+
+
+def test_bad_parameters_name_the_fix(system):
+    with pytest.raises(BadParameter, match="consumers"):
+        OrderSystem(system.lab, partitions=2, consumers=3)
+    with pytest.raises(BadParameter, match="design"):
+        system.call("carrier-pigeon")
+    with pytest.raises(BadParameter, match="rate"):
+        ThreeWays(system).run(rate=100)
+    with pytest.raises(LabError):
+        system.start_consumers(0)

@@ -1,0 +1,164 @@
+"""Module 05's question on real services and the lab's broker: the worked answer passes;
+each plausible wrong answer fails with its own message."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import web
+
+from labsupport.exercises import declared_questions
+from labsupport.exercises.m05 import Handlers, q1, shop
+from labsupport.exercises_build import solution_source
+
+pytestmark = pytest.mark.usefixtures("isolated_progress", "lab_broker", "checker_time_scale")
+
+
+def verdict(answer, capsys) -> tuple[bool, str]:
+    ok = q1.check(answer)
+    return ok, capsys.readouterr().out.strip()
+
+
+def solution() -> Handlers:
+    namespace: dict = {}
+    exec(solution_source("05", "place_order"), namespace)
+    return Handlers(namespace["place_order"], namespace["fulfil"], namespace["order_status"])
+
+
+def handlers(mistake: str | None = None) -> Handlers:
+    """Handlers written independently of the solution, with one ``mistake`` switched on."""
+
+    async def place_order(request):
+        order = await request.json()
+        oid = shop.new_order_id()
+        order["order_id"] = oid
+        if mistake == "blocking":
+            await shop.pay(oid, order["amount"])
+            await shop.reserve(oid)
+        topic = "orders" if mistake == "wrong topic" else shop.topic
+        key = None if mistake == "no key" else oid
+        if mistake == "no ack wait":
+            asyncio.get_running_loop().create_task(shop.publish(topic, order, key=key))
+        elif mistake == "not awaited":
+            shop.publish(topic, order, key=key).close()
+        else:
+            await shop.publish(topic, order, key=key)
+        body = {"accepted": True} if mistake == "no id" else {"order_id": oid}
+        return web.json_response(body, status=200 if mistake == "200" else 202)
+
+    async def fulfil(event):
+        oid = event.value["order_id"]
+        if mistake != "not idempotent" and shop.get_status(oid) == "done":
+            return
+        if mistake == "done first":
+            shop.set_status(oid, "done")
+        await shop.pay(oid, event.value["amount"])
+        await shop.reserve(oid)
+        if mistake != "never done":
+            shop.set_status(oid, "done")
+
+    async def order_status(request):
+        oid = request.query["id"]
+        status = shop.get_status(oid)
+        if mistake == "status 404" and status is None:
+            return web.json_response({"order_id": oid}, status=404)
+        if mistake == "status says completed":
+            status = "completed" if status == "done" else status
+        return web.json_response({"order_id": oid, "status": status or "pending"})
+
+    return Handlers(place_order, fulfil, order_status)
+
+
+def test_the_module_declares_q1():
+    assert declared_questions()["05"] == ["q1"]
+    assert len(q1.hints) == 3
+    assert "BEGIN SOLUTION" not in q1._solution
+
+
+def test_the_worked_solution_passes(capsys):
+    ok, out = verdict(solution(), capsys)
+    assert ok, out
+
+
+def test_an_independent_correct_answer_passes(capsys):
+    ok, out = verdict(handlers(None), capsys)
+    assert ok, out
+
+
+@pytest.mark.parametrize("mistake, message", [
+    ("blocking", "it still blocks"),
+    ("200", "answered 200 OK. Answer 202 Accepted"),
+    ("no id", "the 202 answer has no order id"),
+    ("no key", "published without a key"),
+    ("wrong topic", "publish to shop.topic"),
+    ("no ack wait", "before the broker acknowledged"),
+    ("not awaited", "without publishing anything"),
+    ("not idempotent", "fulfil paid for it twice"),
+    ("done first", "before shop.pay and shop.reserve had finished"),
+    ("never done", "never recorded them as done"),
+    ("status 404", "accepted but not done yet"),
+    ("status says completed", "is done (paid, reserved, recorded), but GET"),
+])
+def test_each_wrong_answer_gets_its_own_message(mistake, message, capsys):
+    ok, out = verdict(handlers(mistake), capsys)
+    assert not ok and out.startswith("Not yet:"), out
+    assert message in out, out
+
+
+def test_a_sync_fulfil_is_rejected_before_anything_runs(capsys):
+    good = handlers(None)
+
+    def fulfil(event):
+        return None
+
+    ok, out = verdict(Handlers(good.place_order, fulfil, good.order_status), capsys)
+    assert not ok and "`fulfil` must be an `async def`" in out, out
+
+
+def test_an_error_in_fulfil_is_shown_as_the_learners(capsys):
+    good = handlers(None)
+
+    async def fulfil(event):
+        return event.value["no_such_field"]
+
+    ok, out = verdict(Handlers(good.place_order, fulfil, good.order_status), capsys)
+    assert not ok and "KeyError" in out and "fulfil(event)" in out, out
+
+
+def test_the_placeholder_counts_as_not_attempted(capsys):
+    good = handlers(None)
+
+    async def place_order(request):
+        raise NotImplementedError("Your turn")
+
+    ok, out = verdict(Handlers(place_order, good.fulfil, good.order_status), capsys)
+    assert not ok and out.startswith("Not attempted yet"), out
+
+
+def test_side_by_side_measures_the_answer_against_the_blocking_endpoint():
+    from labsupport.exercises.m05 import side_by_side
+
+    race = side_by_side(*solution())
+    assert race.done == race.orders == 12
+    assert race.median_ratio() < 0.25
+    assert "blocking (200)" in race.table()
+
+
+def test_side_by_side_with_the_placeholder_names_the_fix():
+    from labsupport.errors import LabError
+    from labsupport.exercises.m05 import side_by_side
+
+    good = handlers(None)
+
+    async def place_order(request):
+        raise NotImplementedError("Your turn")
+
+    with pytest.raises(LabError, match="q1.check"):
+        side_by_side(place_order, good.fulfil, good.order_status)
+
+
+def test_shop_outside_a_check_says_how_to_use_it():
+    from labsupport.errors import LabError
+
+    with pytest.raises(LabError, match="only while q1.check"):
+        shop.new_order_id()
