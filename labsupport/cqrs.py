@@ -99,8 +99,7 @@ class OrderShop:
         self.publisher = lab.bus.publisher()
         self.write_store = lab.store(f"{prefix}orders")
         self.write_store.query("PRAGMA synchronous=NORMAL")
-        for statement in WRITE_SCHEMA:
-            self.write_store.execute(statement)
+        self.write_store.create(*WRITE_SCHEMA)
         self.writes: list[Write] = []
         self.acked_at: dict[tuple[int, int], float] = {}
         #: customer -> [(seq, model s when that seq was committed)], seq 0 at start

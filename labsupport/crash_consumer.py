@@ -56,8 +56,7 @@ SCHEMA = (
 
 def create_tables(store: Store) -> Store:
     """Create the effects tables (and the dedup table) in ``store``; returns it."""
-    for statement in SCHEMA:
-        store.execute(statement)
+    store.create(*SCHEMA)
     dedup.ensure_table(store)
     return store
 

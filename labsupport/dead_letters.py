@@ -126,9 +126,7 @@ PAYMENT_TABLES = (
 
 def prepare_payments(store: Any) -> Any:
     """Create the ledger's tables: ``balances(account, cents)`` and ``processed(message_id)``."""
-    for statement in PAYMENT_TABLES:
-        store.execute(statement)
-    return store
+    return store.create(*PAYMENT_TABLES)
 
 
 def apply_payment(tx: Any, payment: dict[str, Any]) -> None:

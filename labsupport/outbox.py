@@ -46,9 +46,7 @@ class Crash(BaseException):
 
 def create_tables(store: Store) -> Store:
     """The order service's tables: ``orders`` and ``outbox``."""
-    for statement in ORDERS_SCHEMA:
-        store.execute(statement)
-    return store
+    return store.create(*ORDERS_SCHEMA)
 
 
 def place_dual_write(store: Store, publisher: Publisher, topic: str, order_id: str,

@@ -71,8 +71,7 @@ class OrderProjection:
         self._lock = threading.Lock()
         self._clock = clock
         store.query("PRAGMA synchronous=NORMAL")   # a read model can be rebuilt: no fsync
-        for statement in SCHEMA:
-            store.execute(statement)
+        store.create(*SCHEMA)
 
     # ----- writing the view ----------------------------------------------------------------
     def handle(self, event: Event) -> None:

@@ -235,9 +235,7 @@ class Node:
         self.handled = 0
         self.crashed = 0
         self._relay_lock = threading.Lock()
-        for statement in (_SCHEMA[name] + _OUTBOX).split(";"):
-            if statement.strip():
-                store.execute(statement)
+        store.create(_SCHEMA[name], _OUTBOX)
 
     def change(self, fn: Callable[[Any], list[tuple[str, str, dict[str, Any]]]],
                crashable: bool = True) -> None:

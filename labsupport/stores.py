@@ -48,6 +48,18 @@ class Store:
         with self.transaction() as tx:
             return tx.execute(sql, params).rowcount
 
+    def create(self, *statements: str) -> Store:
+        """Run schema statements (each may hold several, separated by ``;``) in one transaction.
+
+        Returns the store, so ``store = lab.store("orders").create(SCHEMA)`` reads naturally.
+        """
+        with self.transaction() as tx:
+            for text in statements:
+                for statement in text.split(";"):
+                    if statement.strip():
+                        tx.execute(statement)
+        return self
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a ``SELECT``."""
         with self._lock:

@@ -179,3 +179,13 @@ def test_store_folders_of_dead_kernels_are_removed(lab_at):
     assert orphan in remove_orphans() or not orphan.exists()
     assert not orphan.exists()
     assert mine.exists()
+
+
+def test_store_create_runs_every_schema_statement_once(lab_at):
+    store = lab_at(1.0).store("schema").create(
+        "CREATE TABLE a (x INTEGER); CREATE TABLE b (y TEXT);", "CREATE TABLE c (z REAL)")
+    tables = {row[0] for row in store.query("SELECT name FROM sqlite_master")}
+    assert tables == {"a", "b", "c"}
+    with pytest.raises(Exception, match="already exists"):
+        store.create("CREATE TABLE d (x INTEGER)", "CREATE TABLE a (x INTEGER)")
+    assert store.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'd'") == 0
