@@ -147,14 +147,16 @@ class Lab:
 
     # ----- traffic -------------------------------------------------------------------
     def call(self, target: Service, path: str = "", timeout_ms: float | None = None,
-             method: str = "GET", json: Any = None) -> Response:
+             method: str = "GET", json: Any = None,
+             headers: dict[str, str] | None = None) -> Response:
         """One request to ``target`` (``path`` e.g. ``'local'``); waits for the answer.
 
-        ``method="POST", json={...}`` sends a body (for custom ``routes``).
+        ``method="POST", json={...}`` sends a body (for custom ``routes``); ``headers`` are
+        sent as given.
         """
         timeout = load._timeout(timeout_ms) if timeout_ms else None
         result = self.run(fetch(self.session, target.url + path, timeout, target.name,
-                                method, json))
+                                method, json, headers))
         return Response(result["status"], result["ms"], result["body"])
 
     def open_loop(self, target: Service, rate: float, duration: float, path: str = "",

@@ -305,12 +305,16 @@ def _positive_or_none(value: Any, name: str) -> float | None:
 
 async def fetch(session: aiohttp.ClientSession, url: str,
                 timeout: aiohttp.ClientTimeout | None, name: str = "",
-                method: str = "GET", json: Any = None) -> dict[str, Any]:
-    """GET (or ``method``) ``url``; returns status (0 timeout, -1 refused), model ms, body."""
+                method: str = "GET", json: Any = None,
+                headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """GET (or ``method``) ``url``; returns status (0 timeout, -1 refused), model ms, body.
+
+    ``headers`` are sent as given (e.g. a W3C ``traceparent`` for tracing).
+    """
     start = time.perf_counter()
     status, body = -1, None
     try:
-        async with session.request(method, url, json=json,
+        async with session.request(method, url, json=json, headers=headers,
                                    timeout=timeout or aiohttp.ClientTimeout()) as resp:
             status = resp.status
             body = await resp.json(content_type=None)

@@ -467,3 +467,17 @@ def test_routes_are_checked(lab_at):
         lab.service("bad", routes={"orders": None})
     with pytest.raises(LabError, match="must be an async def"):
         lab.service("bad2", routes={"/orders": lambda request: None})
+
+
+def test_call_sends_headers_as_given(lab_at):
+    from aiohttp import web
+
+    lab = lab_at(0.2)
+
+    async def echo(request):
+        return web.json_response({"trace": request.headers.get("traceparent")})
+
+    svc = lab.service("echo", routes={"/echo": echo})
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert lab.call(svc, "echo", headers={"traceparent": parent}).body == {"trace": parent}
+    assert lab.call(svc, "echo").body == {"trace": None}
