@@ -1,0 +1,122 @@
+"""Module 10's question: the worked harden passes on the real services and broker; each
+plausible wrong hardening fails with its own message."""
+from __future__ import annotations
+
+import pytest
+
+from labsupport.breakers import AsyncPyBreaker
+from labsupport.exercises import declared_questions
+from labsupport.exercises.m10 import TARGETS, q1
+from labsupport.exercises_build import solution_source
+from labsupport.retries import FullJitter
+
+pytestmark = pytest.mark.usefixtures("isolated_progress", "lab_broker", "checker_time_scale")
+
+
+def verdict(answer, capsys) -> tuple[bool, str]:
+    ok = q1.check(answer)
+    return ok, capsys.readouterr().out.strip()
+
+
+def solution_function():
+    namespace: dict = {"AsyncPyBreaker": AsyncPyBreaker, "FullJitter": FullJitter}
+    exec(q1._solution, namespace)  # the text learners are shown by q1.solution()
+    return namespace["harden"]
+
+
+def make_harden(mistake: str | None = None):
+    """A hardening written independently of the solution, with one ``mistake`` on."""
+
+    def harden(checkout):
+        if mistake == "unchanged":
+            return
+        checkout.timeouts(payment_ms=100, inventory_ms=900 if mistake == "long timeout" else 130)
+        if mistake == "timeout only":
+            return
+        checkout.retries(attempts=4 if mistake == "no backoff" else 2,
+                         backoff=None if mistake == "no backoff" else
+                         FullJitter(5, 30), idempotency_key=mistake != "no key")
+        if mistake != "no backoff":
+            reset = 10_000 if mistake == "never closes" else 0.4
+            checkout.breaker(AsyncPyBreaker(fail_max=4, reset_timeout_s=reset))
+
+        async def says_yes(order):
+            return True
+
+        async def raises(order):
+            raise KeyError("customer")
+
+        fallback = {"pretend": says_yes, "raises": raises}.get(mistake, checkout.defer)
+        checkout.fallback(fallback)
+
+    return harden
+
+
+def test_the_module_declares_q1():
+    assert declared_questions()["10"] == ["q1"]
+    assert q1.name == "harden" and len(q1.hints) == 3
+    assert "def harden" in solution_source("10", "harden")
+    assert "BEGIN SOLUTION" not in q1._solution
+    assert "p99" in TARGETS.describe()
+
+
+def test_the_worked_solution_passes(capsys):
+    ok, out = verdict(solution_function(), capsys)
+    assert ok, out
+    assert out.startswith("Correct:")
+
+
+def test_an_independent_correct_hardening_passes(capsys):
+    ok, out = verdict(make_harden(None), capsys)
+    assert ok, out
+
+
+MISTAKES = [
+    ("unchanged", "the checkout is unchanged"),
+    ("timeout only", "Timeouts alone make failures fast, not fewer"),
+    ("no key", "charged twice: your retries (and the completer) send no idempotency key"),
+    ("no backoff", "your retries go out at once, with no backoff"),
+    ("pretend", "Your fallback answers yes without keeping the order"),
+    ("never closes", "the breaker is still open"),
+    ("long timeout", "longer than the p99 target"),
+]
+
+
+@pytest.mark.parametrize("mistake, message", MISTAKES)
+def test_each_wrong_hardening_gets_its_own_message(mistake, message, capsys):
+    ok, out = verdict(make_harden(mistake), capsys)
+    assert not ok and out.startswith("Not yet:"), out
+    assert message in out, out
+
+
+def test_learner_errors_and_bad_settings_are_explained(capsys):
+    ok, out = verdict(make_harden("raises"), capsys)
+    assert not ok and "Your code raised KeyError" in out, out
+
+    def bad_setting(checkout):
+        checkout.retries(attempts=0)
+
+    ok, out = verdict(bad_setting, capsys)
+    assert not ok and "attempts counts the first try" in out and "Your code raised" in out, out
+
+
+def test_not_a_function_and_the_placeholder(capsys):
+    ok, out = verdict(42, capsys)
+    assert not ok and "should be a function" in out
+    ok, out = verdict(lambda: None, capsys)
+    assert not ok and "one argument" in out
+
+    def placeholder(checkout):
+        raise NotImplementedError("Your turn")
+
+    ok, out = verdict(placeholder, capsys)
+    assert not ok and out.startswith("Not attempted yet"), out
+
+
+def test_showing_the_run_before_the_check_says_what_to_do(monkeypatch):
+    from labsupport.errors import LabError
+    from labsupport.exercises import m10
+
+    monkeypatch.setattr(m10, "last_run", None)
+    with pytest.raises(LabError, match="run q1.check\\(\\) first"):
+        m10.your_run()
