@@ -1,0 +1,387 @@
+"""Module 09 · Backpressure: the exercise question.
+
+::
+
+    from labsupport.exercises.m09 import q1, SERVICE
+
+* ``q1``: admission control. Define ``class Admission`` whose instances sit in front of a
+  service as ``await admission(request, handler)``: serve the request
+  (``return await handler(request)``) or turn it away at once with **503** (or 429) and a
+  ``Retry-After`` header, so that under overload the requests it admits stay fast, and at
+  low load it turns nobody away. The constructor takes no arguments: the limit is yours to
+  choose from :data:`SERVICE`.
+
+The checker starts a real service (:data:`SERVICE`: 2 workers, 100 ms of work each, so
+20 requests a second at most), puts a new ``Admission()`` in front of it and offers twice
+that (ρ = 2) for 3 model seconds, then a quarter of it (ρ = 0.5) for 3 s, Poisson arrivals.
+It measures what the clients saw: served p99, goodput, how fast rejections came, Retry-After,
+rejections at low load. Then a handler that fails 30 times in a row: afterwards the
+service must still serve (no slot leaked).
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gc
+import inspect
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ..backpressure import Shot, offered_load
+from ..checks import LearnerRaised, NotYet, Question, Step, describe_error
+from ..dashboard import PALETTE
+from ..errors import LabError
+from ..latency import Constant
+from ..metrics import percentile
+from ..services import fetch
+from .m05 import _scratch_lab
+
+MODULE = "09"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """The service your admission control protects."""
+
+    workers: int = 2
+    work_ms: float = 100.0
+    p99_target_ms: float = 500.0     # served requests, under overload
+    reject_fast_ms: float = 60.0     # a rejection must come back within this (median)
+    goodput_share: float = 0.6       # served within the target per s / capacity, at least
+    low_load_rejections: float = 0.01
+
+    @property
+    def capacity_per_s(self) -> float:
+        return self.workers / (self.work_ms / 1000)
+
+
+SERVICE = ServiceSpec()
+OVERLOAD = (2 * SERVICE.capacity_per_s, 3.0)    # (requests per model s, model s): ρ = 2
+LOW_LOAD = (0.5 * SERVICE.capacity_per_s, 3.0)  # ρ = 0.5
+FAILURES = 30
+_COUNTER = itertools.count(1)
+
+
+class DownstreamFailed(Exception):
+    """What the checker's handler raises when it is told to fail."""
+
+
+@dataclass
+class _Record:
+    """What the service saw while one answer ran."""
+
+    handled: int = 0
+    inside: int = 0
+    peak_inside: int = 0
+    errors: list[tuple[BaseException, str]] = field(default_factory=list)
+    not_responses: list[Any] = field(default_factory=list)
+    fail: bool = False
+
+
+class _Harness:
+    """A real service with the learner's admission control in front of it."""
+
+    def __init__(self, lab: Any, make: Callable[[], Any] | None, label: str = "chk09") -> None:
+        self.lab, self.record = lab, _Record()
+        self.admission = _construct(make) if make is not None else None
+        n = next(_COUNTER)
+        self.svc = lab.service(f"{label}_svc{n}", Constant(SERVICE.work_ms),
+                               workers=SERVICE.workers, routes={"/work": self._route})
+
+    async def _handler(self, request: web.Request) -> web.Response:
+        if self.record.fail:
+            raise DownstreamFailed("the database is down")
+        await self.svc.work()
+        self.record.handled += 1
+        return web.json_response({"served": True})
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        if self.admission is None:
+            return await self._handler(request)
+        self.record.inside += 1
+        self.record.peak_inside = max(self.record.peak_inside, self.record.inside)
+        try:
+            response = await self.admission(request, self._handler)
+        except DownstreamFailed:
+            return web.json_response({"error": "downstream failed"}, status=500)
+        except Exception as exc:  # the learner's code: reported as theirs
+            self.record.errors.append((exc, "await admission(request, handler)"))
+            return web.json_response({"error": repr(exc)}, status=500)
+        finally:
+            self.record.inside -= 1
+        if not isinstance(response, web.StreamResponse):
+            self.record.not_responses.append(response)
+            return web.json_response({"error": "not a response"}, status=500)
+        return response
+
+    def offer(self, phase: tuple[float, float], seed: int) -> list[Shot]:
+        return self.lab.run(offered_load(self.lab.session, self.svc.url + "work", [phase],
+                                         seed=seed), timeout=120)
+
+    def one_by_one(self, n: int) -> list[int]:
+        async def calls() -> list[int]:
+            return [(await fetch(self.lab.session, self.svc.url + "work", None, "chk"))["status"]
+                    for _ in range(n)]
+
+        return self.lab.run(calls(), timeout=60)
+
+    def close(self) -> None:
+        self.lab.run(self.svc.stop(), timeout=10)
+        self.lab.services.pop(self.svc.name, None)
+
+    def raise_learner_error(self) -> None:
+        if self.record.errors:
+            error, call = self.record.errors[0]
+            raise LearnerRaised(error, call)
+        if self.record.not_responses:
+            got = self.record.not_responses[0]
+            raise NotYet(f"admission(request, handler) returned {type(got).__name__} {got!r}; "
+                         "return a response: `return await handler(request)` to serve, or "
+                         "web.json_response(..., status=503, headers={'Retry-After': '1'}) to "
+                         "turn the request away.")
+
+
+def _construct(make: Callable[[], Any]) -> Any:
+    try:
+        admission = make()
+    except Exception as exc:
+        raise LearnerRaised(exc, "Admission()") from exc
+    if not callable(admission) or not inspect.iscoroutinefunction(admission.__call__):
+        raise NotYet("an Admission instance must be awaitable as admission(request, "
+                     "handler): define `async def __call__(self, request, handler):`.")
+    return admission
+
+
+# ----- what the clients saw ---------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """The overload phase and the low-load phase, as the clients saw them."""
+
+    overload: list[Shot]
+    low: list[Shot]
+
+    def served(self, shots: list[Shot]) -> list[Shot]:
+        return [s for s in shots if s.status == 200]
+
+    def rejected(self, shots: list[Shot]) -> list[Shot]:
+        return [s for s in shots if s.status in (429, 503)]
+
+    def served_p99(self) -> float:
+        return percentile([s.ms for s in self.served(self.overload)], 99)
+
+    def rejected_p50(self) -> float:
+        return percentile([s.ms for s in self.rejected(self.overload)], 50)
+
+    def goodput_share(self) -> float:
+        """Goodput: requests served *within the latency target* per second of overload, as a
+        share of what the workers can do (a late answer is work the client no longer uses)."""
+        rate, seconds = OVERLOAD
+        useful = [s for s in self.served(self.overload) if s.ms <= SERVICE.p99_target_ms]
+        return len(useful) / (SERVICE.capacity_per_s * seconds)
+
+    def low_load_rejected(self) -> float:
+        return len(self.rejected(self.low)) / len(self.low) if self.low else math.nan
+
+
+def _run(h: _Harness) -> Outcome:
+    gc.collect()   # a collection mid-run would be a pause that is not the answer's
+    overload = h.offer(OVERLOAD, seed=91)
+    low = h.offer(LOW_LOAD, seed=92)
+    return Outcome(overload, low)
+
+
+def _retry_after_ok(value: str | None) -> bool:
+    if value is None:
+        return False
+    value = value.strip()
+    if value.isdigit():
+        return True
+    try:
+        return email.utils.parsedate_to_datetime(value) is not None
+    except (TypeError, ValueError):
+        return False
+
+
+def _check(h: _Harness, out: Outcome) -> None:
+    h.raise_learner_error()
+    everything = out.overload + out.low
+    odd = sorted({s.status for s in everything} - {200, 429, 503})
+    if odd:
+        raise NotYet(f"some requests were answered {odd}. Turn a request away with 503 "
+                     "Service Unavailable (or 429 Too Many Requests): a 500 says the server "
+                     "is broken, and clients, load balancers and retry policies treat it as "
+                     "a failure, not as 'slow down'.")
+    served = sum(s.status == 200 for s in everything)
+    if served > h.record.handled:
+        raise NotYet(f"{served - h.record.handled} requests got 200 OK although the service "
+                     "never served them: a '200 with an error in the body' hides the "
+                     "rejection from clients and from every dashboard. Answer 503 (or 429) "
+                     "with a Retry-After header.")
+    rejected = out.rejected(out.overload)
+    if not rejected:
+        raise NotYet(f"under twice the load the service can take, nothing was turned away, "
+                     f"so the line grew and served requests took up to "
+                     f"{out.served_p99():,.0f} ms (p99). Up to {h.record.peak_inside} "
+                     "requests were inside at once: either nothing limits them, or your "
+                     "limit is above that and never acts. Count the requests inside "
+                     "(self.in_flight) and answer 503 at once when it reaches your limit.")
+    if not out.served(out.overload):
+        raise NotYet("every request was turned away: admit requests while fewer than your "
+                     "limit are inside (and give the slot back when each one ends).")
+    if not all(_retry_after_ok(s.retry_after) for s in rejected):
+        raise NotYet("a rejection came without a Retry-After header (or with one that is not "
+                     "a number of seconds). Add headers={'Retry-After': '1'}: it tells "
+                     "well-behaved clients when to come back instead of retrying at once.")
+    if out.served_p99() > SERVICE.p99_target_ms:
+        raise NotYet(f"served requests took up to {out.served_p99():,.0f} ms (p99), over the "
+                     f"target of {SERVICE.p99_target_ms:.0f} ms: your limit lets too many "
+                     f"wait. With {SERVICE.workers} workers of {SERVICE.work_ms:.0f} ms, "
+                     f"each request waiting adds {1000 / SERVICE.capacity_per_s:.0f} ms "
+                     "(Little's law): pick the limit from the target.")
+    if out.rejected_p50() > SERVICE.reject_fast_ms:
+        raise NotYet(f"rejections took {out.rejected_p50():,.0f} ms (median); they should "
+                     f"come back at once (under {SERVICE.reject_fast_ms:.0f} ms). Do not "
+                     "sleep or wait for a slot before saying no: a slow 'no' holds a "
+                     "connection and the client's time, which is what backpressure is "
+                     "meant to save.")
+    if out.goodput_share() < SERVICE.goodput_share:
+        raise NotYet(f"under overload the service served only {out.goodput_share():.0%} of "
+                     f"what its {SERVICE.workers} workers can do; keep at least "
+                     f"{SERVICE.goodput_share:.0%}. Your limit is too low: leave room for "
+                     "every worker to be busy, plus a short line.")
+    if out.low_load_rejected() > SERVICE.low_load_rejections:
+        raise NotYet(f"at half the capacity (ρ = 0.5) {out.low_load_rejected():.0%} of requests "
+                     "were turned away; there should be (almost) none. Reject only when "
+                     "the service is really full: leave room for short bursts.")
+    _no_slot_left(h, "every request had its answer")
+
+
+def _no_slot_left(h: _Harness, when: str) -> None:
+    """If the learner's admission counts ``in_flight``, it must be back at 0."""
+    inside = getattr(h.admission, "in_flight", 0)
+    if isinstance(inside, int) and not isinstance(inside, bool) and inside != 0:
+        raise NotYet(f"after {when}, your in_flight was {inside}, not 0: give the slot back "
+                     "on every path, in a `finally:` block.")
+
+
+def _check_leak(lab: Any, make: Callable[[], Any]) -> None:
+    h = _Harness(lab, make)
+    try:
+        h.record.fail = True
+        h.one_by_one(FAILURES)
+        h.raise_learner_error()
+        h.record.fail = False
+        after = h.one_by_one(5)
+        h.raise_learner_error()
+    finally:
+        h.close()
+    if any(s != 200 for s in after):
+        raise NotYet(f"after the handler failed {FAILURES} times in a row (one request at a "
+                     f"time), the idle service answered {after}: your admission control "
+                     "still counts the failed requests as inside. Release the slot in a "
+                     "`finally:` block so it is given back even when the handler raises.")
+    _no_slot_left(h, f"{FAILURES} failed requests")
+
+
+class _AdmissionStep(Step):
+    def run(self, answer: Any) -> None:
+        if not inspect.isclass(answer):
+            raise NotYet(f"`Admission` should be a class (class Admission: ...), got "
+                         f"{type(answer).__name__}.")
+        with _scratch_lab() as lab:
+            h = _Harness(lab, answer)
+            try:
+                out = _run(h)
+                _check(h, out)
+            finally:
+                h.close()
+            _check_leak(lab, answer)
+
+
+# ----- after the check: yours against none -------------------------------------------------------------
+@dataclass
+class SideBySide:
+    """The same overload, then low load, without admission control and with yours."""
+
+    none: Outcome
+    yours: Outcome
+
+    def table(self) -> str:
+        rows = [f"{'':<22}{'served p99':>11}{'turned away':>12}{'goodput':>9}"]
+        for name, out in (("no admission control", self.none), ("your Admission", self.yours)):
+            share = len(out.rejected(out.overload)) / len(out.overload)
+            rows.append(f"{name:<22}{out.served_p99():>9,.0f} ms{share:>12.0%}"
+                        f"{out.goodput_share():>9.0%}")
+        return "\n".join(rows)
+
+    def draw(self, ax: Any) -> None:
+        """Served latency by send time, both services, with the target."""
+        for name, out, colour in (("no admission control", self.none, PALETTE[3]),
+                                  ("your Admission", self.yours, PALETTE[0])):
+            shots = out.served(out.overload)
+            ax.plot([s.t for s in shots], [s.ms for s in shots], ".", color=colour,
+                    markersize=4, label=name)
+        ax.axhline(SERVICE.p99_target_ms, color=PALETTE[1], linestyle="--",
+                   label=f"target {SERVICE.p99_target_ms:.0f} ms")
+        ax.set_xlabel("sent at (model s), ρ = 2")
+        ax.set_ylabel("served latency (model ms)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+
+
+def side_by_side(admission_class: type) -> SideBySide:
+    """Offer the checker's overload to two services at once: one without admission control,
+    one behind a new ``admission_class()``."""
+    if not inspect.isclass(admission_class):
+        raise LabError("side_by_side needs your Admission class.", "side_by_side(Admission)")
+    with _scratch_lab() as lab:
+        none = _Harness(lab, None, "none09")
+        try:
+            yours = _Harness(lab, admission_class, "yours09")
+        except (LearnerRaised, NotYet) as wrong:
+            none.close()
+            text = describe_error(wrong.error, wrong.call) if isinstance(wrong, LearnerRaised) \
+                else str(wrong)
+            raise LabError(text, "make q1.check() pass first") from None
+
+        async def both() -> list[list[Shot]]:
+            return list(await asyncio.gather(
+                *(offered_load(lab.session, h.svc.url + "work", [phase], seed=seed)
+                  for h in (none, yours) for phase, seed in ((OVERLOAD, 91),))))
+
+        try:
+            overload = lab.run(both(), timeout=120)
+            low = [none.offer(LOW_LOAD, 92), yours.offer(LOW_LOAD, 92)]
+        finally:
+            none.close()
+            yours.close()
+    return SideBySide(Outcome(overload[0], low[0]), Outcome(overload[1], low[1]))
+
+
+q1 = Question(
+    id="q1", module=MODULE, title="admission control with a Retry-After", name="Admission",
+    what="a class Admission() with `async def __call__(self, request, handler)`",
+    steps=[_AdmissionStep()],
+    hints=[
+        "Keep a count of the requests inside (self.in_flight). When it is at your limit, "
+        "return web.json_response({...}, status=503, headers={'Retry-After': '1'}) at once; "
+        "otherwise count this one in and `return await handler(request)`.",
+        "Pick the limit from the target: 2 workers of 100 ms serve 20 requests/s, so each "
+        "request waiting in line adds 50 ms. A p99 under 500 ms allows a few waiting on top "
+        "of the 2 at work; too tight a limit turns work away that the workers could do.",
+        "Give the slot back in `finally:` around `await handler(request)`, so a handler "
+        "that raises does not leave it counted: `self.in_flight += 1`, then `try: return "
+        "await handler(request)` / `finally: self.in_flight -= 1`.",
+    ],
+    success="under twice its capacity your service served requests within the target, "
+            "turned the rest away at once with 503 and Retry-After, kept its workers busy, "
+            "turned nobody away at low load, and leaked no slot when the handler failed.",
+)
+
+QUESTIONS = [q1]
+__all__ = ["q1", "QUESTIONS", "SERVICE", "ServiceSpec", "side_by_side", "SideBySide"]
