@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from .dashboard import PALETTE
 from .errors import require
 from .latency import LatencyModel, Normal
@@ -112,15 +110,6 @@ def tell(store: Store, order_id: str, told: str) -> None:
     """Record what the customer was told (``confirmed``, ``accepted``, ``failed``)."""
     store.execute("UPDATE orders SET told = ?, answered_ms = ? WHERE id = ?",
                   (told, now_ms(), order_id))
-
-
-async def body_of(request: web.Request) -> dict[str, Any]:
-    """The JSON body of a request as a dict (``{}`` when there is none or it is not JSON)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 # ----- the three services of one design --------------------------------------------------------------

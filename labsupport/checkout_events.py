@@ -28,7 +28,6 @@ from .checkout import (
     Scoreboard,
     Sent,
     Shop,
-    body_of,
     charge,
     drain_recovery_s,
     now_ms,
@@ -39,6 +38,7 @@ from .checkout import (
 )
 from .errors import LabError
 from .latency import LatencyModel
+from .services import json_body
 
 if TYPE_CHECKING:
     from .chaos import ChaosSchedule
@@ -88,7 +88,7 @@ class EventCheckout:
 
     # ----- the endpoints ------------------------------------------------------------------------------
     async def _checkout(self, request: web.Request) -> web.Response:
-        order = await body_of(request)
+        order = await json_body(request)
         oid = order.get("order_id")
         if not isinstance(oid, str) or not isinstance(order.get("amount"), int):
             return web.json_response({"error": "give order_id and amount"}, status=400)

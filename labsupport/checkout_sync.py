@@ -37,7 +37,6 @@ from .checkout import (
     Scoreboard,
     Sent,
     Shop,
-    body_of,
     charge,
     place,
     refund,
@@ -49,7 +48,7 @@ from .checkout import (
 from .errors import LabError, require
 from .latency import LatencyModel
 from .retries import FullJitter, Policy
-from .services import fetch
+from .services import fetch, json_body
 from .settings import to_wall
 
 if TYPE_CHECKING:
@@ -177,7 +176,7 @@ class SyncCheckout:
         self.shop.payment.received += 1
         if self.payment_down:
             return web.json_response({"outcome": "payment is down"}, status=503)
-        order = await body_of(request)
+        order = await json_body(request)
         seq = charge(self.shop.charges, order["order_id"], order["amount"],
                      request.headers.get("Idempotency-Key"))
         await self.shop.payment.work()   # the money has moved; the answer takes its time
@@ -186,18 +185,18 @@ class SyncCheckout:
     async def _refund(self, request: web.Request) -> web.Response:
         if self.payment_down:
             return web.json_response({"outcome": "payment is down"}, status=503)
-        order = await body_of(request)
+        order = await json_body(request)
         return web.json_response({"refunded": refund(self.shop.charges, order["order_id"])})
 
     async def _reserve(self, request: web.Request) -> web.Response:
         self.shop.inventory.received += 1
-        order = await body_of(request)
+        order = await json_body(request)
         await self.shop.inventory.work()
         reserve(self.shop.stock, order["order_id"])
         return web.json_response({"reserved": order["order_id"]})
 
     async def _checkout(self, request: web.Request) -> web.Response:
-        order = await body_of(request)
+        order = await json_body(request)
         oid = order.get("order_id")
         if not isinstance(oid, str) or not isinstance(order.get("amount"), int):
             return web.json_response({"error": "give order_id and amount"}, status=400)

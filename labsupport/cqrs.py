@@ -45,7 +45,7 @@ from .latency import Normal
 from .load import arrival_times
 from .metrics import Recorder, percentile
 from .projections import OrderProjection, differences
-from .services import fetch
+from .services import fetch, json_body
 from .settings import to_model, to_wall
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class OrderShop:
 
     # ----- the command side ---------------------------------------------------------------
     async def _place(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         customer, amount = body.get("customer"), body.get("amount")
         if customer not in self.history or not isinstance(amount, (int, float)) or amount <= 0:
             return web.json_response({"error": "send {customer: one of the shop's customers, "
@@ -144,7 +144,7 @@ class OrderShop:
         if action not in ACTIONS:
             return web.json_response({"error": f"unknown action {action!r}",
                                       "actions": sorted(ACTIONS)}, status=404)
-        body = await _json_body(request)
+        body = await json_body(request)
         await self.commands.work()
         rows = self.write_store.query("SELECT customer, amount, state FROM orders WHERE id = ?",
                                       (order,))
@@ -451,14 +451,6 @@ def require_positive(**values: Any) -> None:
 def _payment(ms: float) -> Any:
     """The payment check's latency model: about ``ms``, varying by a quarter either way."""
     return Normal(ms, ms / 4) if ms else 0
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _answer(result: dict[str, Any]) -> dict[str, Any]:

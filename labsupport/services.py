@@ -285,6 +285,15 @@ class Service:
         return await fetch(self.lab.session, child.url, timeout, child.name)
 
 
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """A custom route's JSON body as a dict (``{}`` when there is none or it is not an object)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def _checked_routes(routes: dict[str, Route]) -> dict[str, Route]:
     for path, handler in routes.items():
         require(isinstance(path, str) and path.startswith("/") and path != "/",
