@@ -191,8 +191,12 @@ class TracedChain:
         """Each hop's buckets, read back from this chain's registry."""
         return {name: read_buckets(self.registry, "service", name) for name in self.hop_names}
 
-    def slow_traces(self, extra_ms: float = 100.0) -> list[Trace]:
-        """Traces that took at least ``extra_ms`` longer than the median one."""
+    def slow_traces(self, extra_ms: float = 150.0) -> list[Trace]:
+        """Traces that took at least ``extra_ms`` longer than the median one.
+
+        150 ms is well inside the 230 ms a slow hop adds, and above the pauses (a redraw,
+        the garbage collector) that can slow a trace in no particular hop.
+        """
         median = percentile([t.ms for t in self.traces], 50)
         return [t for t in self.traces if t.ms > median + extra_ms]
 
@@ -211,7 +215,7 @@ class TracedChain:
         share = self.share_blaming(self.slow_hop, slow)
         return (f"{len(self.traces)} traces of {len(self.hop_names)} spans; median "
                 f"{percentile([t.ms for t in self.traces], 50):.0f} ms; {len(slow)} slow "
-                f"(100+ ms over the median), slowest hop = {self.slow_hop} in "
+                f"(150+ ms over the median), slowest hop = {self.slow_hop} in "
                 f"{0 if math.isnan(share) else share:.0%} of them")
 
     def examples(self) -> tuple[Trace, Trace]:

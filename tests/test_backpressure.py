@@ -70,7 +70,7 @@ def test_unbounded_latency_diverges_and_bounded_stays_under_its_bound(lab):
     assert u.rejection_share() == 0
     assert u.admitted_p(50, last=True) > 3 * u.admitted_p(50, first=True)
     assert u.admitted_p(50, last=True) == pytest.approx(u.theory_wait_ms(0.875 * 5), rel=0.25)
-    assert b.admitted_p(99) <= 1.2 * b.bound_ms()
+    assert b.admitted_p(99) <= 1.5 * b.bound_ms()
     assert b.rejection_share() == pytest.approx(b.predicted_rejection_share(), abs=0.1)
     assert b.retry_after_present() == 1.0
     assert b.peak_bytes() <= b.bytes_cap()

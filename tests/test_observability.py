@@ -90,12 +90,12 @@ def test_spans_cross_real_http_hops_and_blame_the_slow_one(lab):
     assert len(traces) == 40 and all(len(t.hops) == 4 for t in traces)
     assert chain.broken_links() == 0
     slow = chain.slow_traces()
-    assert slow and chain.share_blaming("payment", slow) >= 0.9
+    assert slow and chain.share_blaming("payment", slow) >= 0.8
     assert {n: b[-1][1] for n, b in chain.histograms().items()} == {
         "gateway": 40, "orders": 40, "payment": 40, "inventory": 40}
     chain.set_slow("inventory", share=0.3)
     chain.run(requests=40)
-    assert chain.share_blaming("inventory", chain.slow_traces()) >= 0.9
+    assert chain.share_blaming("inventory", chain.slow_traces()) >= 0.8
     figure = Figure()
     left, right = figure.subplots(1, 2)
     fast, slowest = chain.examples()
