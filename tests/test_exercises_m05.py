@@ -37,7 +37,7 @@ def handlers(mistake: str | None = None) -> Handlers:
             await shop.reserve(oid)
         topic = "orders" if mistake == "wrong topic" else shop.topic
         key = None if mistake == "no key" else oid
-        if mistake == "no ack wait":
+        if mistake in ("no ack wait", "no ack wait, acks land first"):
             asyncio.get_running_loop().create_task(shop.publish(topic, order, key=key))
         elif mistake == "not awaited":
             shop.publish(topic, order, key=key).close()
@@ -59,6 +59,8 @@ def handlers(mistake: str | None = None) -> Handlers:
 
     async def order_status(request):
         oid = request.query["id"]
+        if mistake == "no ack wait, acks land first":
+            await asyncio.sleep(0.5)  # every fire-and-forget ack arrives before the checker looks
         status = shop.get_status(oid)
         if mistake == "status 404" and status is None:
             return web.json_response({"order_id": oid}, status=404)
@@ -92,6 +94,7 @@ def test_an_independent_correct_answer_passes(capsys):
     ("no key", "published without a key"),
     ("wrong topic", "publish to shop.topic"),
     ("no ack wait", "before the broker acknowledged"),
+    ("no ack wait, acks land first", "before the broker acknowledged"),
     ("not awaited", "without publishing anything"),
     ("not idempotent", "fulfil paid for it twice"),
     ("done first", "before shop.pay and shop.reserve had finished"),

@@ -74,6 +74,8 @@ class _Request:
 
     started: int = 0
     acked: int = 0
+    answered: bool = False
+    acked_late: int = 0
     worked: list[str] = field(default_factory=list)
 
 
@@ -133,6 +135,7 @@ class Shop:
         delivery = await self._publisher.publish(topic, value, key=key)
         if request is not None:
             request.acked += 1
+            request.acked_late += request.answered
         return delivery
 
     async def pay(self, order_id: str, amount: float) -> None:
@@ -218,6 +221,8 @@ class _Harness:
         except Exception as exc:
             self.run.errors.append((exc, "await place_order(request)"))
             return web.json_response({"error": repr(exc)}, status=500)
+        finally:
+            record.answered = True
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -347,7 +352,7 @@ def _check_answers(h: _Harness, placed: list[dict[str, Any]]) -> list[str]:
     if not all(r.started for r in h.requests):
         raise NotYet("place_order answered without publishing anything (did you call "
                      "shop.publish without `await`? Then it never runs).")
-    if any(r.acked < r.started for r in h.requests):
+    if any(r.acked_late or r.acked < r.started for r in h.requests):
         raise NotYet("place_order answered 202 before the broker acknowledged the message "
                      "(e.g. asyncio.create_task(shop.publish(...))). `await shop.publish(...)` "
                      "before answering: a 202 is a promise that the order is safely in the log; "
