@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from labsupport.broker import net
 
@@ -46,9 +47,24 @@ def execute_twice(path, env_extra: dict[str, str] | None = None):
     return nb, probe
 
 
+def execute_until_decided(path, attempts: int = 3):
+    """Run the notebook twice in one kernel; when a claim was inconclusive (its interval
+    straddled the line even after more samples), run it again rather than pass or fail
+    on noise. A FAIL is never retried."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return execute_twice(path)
+        except CellExecutionError as err:
+            if err.ename != "ClaimInconclusive" or attempt == attempts:
+                raise
+            print(f"{path.name}: inconclusive claim on attempt {attempt}, running again: "
+                  f"{err.evalue}")
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: p.name)
 def test_notebook_runs_twice_in_one_kernel_without_leaks(path, lab_broker):
-    nb, probe = execute_twice(path)
+    nb, probe = execute_until_decided(path)
     errors = [e for cell in nb.cells for e in error_outputs(cell)]
     assert not errors, f"{path.name}: {errors}"
     leaked = "".join(o.get("text", "") for o in probe.outputs).strip()
