@@ -1,7 +1,13 @@
 # Latency Lab: `make lab` opens the course; `make test` runs every test.
 # Both create .venv and install what is needed the first time.
 
-PYTHON    ?= python3
+# The course needs Python 3.11+: take python3 when it is new enough, else the newest
+# python3.13 / 3.12 / 3.11 on the PATH. `make PYTHON=/path/to/python3.12 lab` overrides.
+ifndef PYTHON
+PYTHON    := $(shell for p in python3 python3.13 python3.12 python3.11; do \
+               $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
+               && { echo $$p; break; }; done)
+endif
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
@@ -25,7 +31,14 @@ bench: setup
 setup: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || { echo "Latency Lab needs Python 3.11 or \
+	newer, and none was found (python3 is $$(python3 --version 2>/dev/null || echo missing)). Install one \
+	(Ubuntu/Debian: sudo apt install python3.11 python3.11-venv; macOS: brew install \
+	python@3.12; or pyenv install 3.12) and run make again."; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(VENV) \
+	was made with Python $$($(BIN)/python -V 2>&1 | cut -d' ' -f2), older than the 3.11 the \
+	course needs: remove it (rm -rf $(VENV)) and run make again."; exit 1; }
 	@echo "Installing the course's packages into $(VENV) (first time only)..."
 	@$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
 	@$(BIN)/python -m pip install --quiet -r requirements.txt 2>&1 | grep -v "is ignored" || true

@@ -29,8 +29,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .broker.clients import CONSUMER_DEFAULTS
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
+from .evidence import Estimate, bootstrap, quantile, ratio
 from .kafka_basics import LagSeries
 from .lab import Lab, Response
 from .latency import LatencyModel, Normal
@@ -90,14 +92,21 @@ class OrderSystem:
                 "more consumers than partitions would sit idle")
         self.lab = lab
         self.rng = random.Random(seed)
-        self.payment = lab.service("payment", payment)
-        self.inventory = lab.service("inventory", inventory)
+        self.payment = lab.service("payment", payment, routes={"/charge": self._charge})
+        self.inventory = lab.service("inventory", inventory, routes={"/reserve": self._reserve})
         self.topic = lab.bus.topic("orders", partitions)
         self.partitions = partitions
         self.publisher = lab.bus.publisher()
         self.store = lab.store("orders")
         self.store.execute(SCHEMA)
         self.accepted: dict[str, float] = {}
+        self.placed: dict[str, tuple[int, int]] = {}        # the broker's ack: partition, offset
+        self.sent: dict[str, dict[str, Any]] = {}           # each published order, as sent
+        self.charges: dict[str, list[float]] = {}           # payment's own record, per order
+        self.reservations: dict[str, list[float]] = {}      # inventory's own record
+        self.deliveries: dict[str, int] = {}                # fulfil called, per order
+        self.finished: dict[str, int] = {}                  # fulfil returned, per order
+        self.idempotent = True
         self.skipped = 0
         self.callbacks_sent = 0
         self._ids = 0
@@ -108,12 +117,35 @@ class OrderSystem:
         self.consumers: list[Worker] = []
         self.start_consumers(consumers)
 
+    # ----- payment and inventory keep their own records --------------------------------------
+    async def _charge(self, request: web.Request) -> web.Response:
+        """Payment's ``/charge``: its own work, and a record of every charge per order."""
+        oid = str((await request.json()).get("order_id"))
+        ms = await self.payment.work()
+        self.charges.setdefault(oid, []).append(ms)
+        return web.json_response({"order_id": oid, "charged": True, "ms": ms})
+
+    async def _reserve(self, request: web.Request) -> web.Response:
+        oid = str((await request.json()).get("order_id"))
+        ms = await self.inventory.work()
+        self.reservations.setdefault(oid, []).append(ms)
+        return web.json_response({"order_id": oid, "reserved": True, "ms": ms})
+
+    def charged(self, ids: list[str]) -> list[int]:
+        """How many times payment charged each order in ``ids`` (its own count, not ours)."""
+        return [len(self.charges.get(oid, [])) for oid in ids]
+
+    def service_ms(self, oid: str) -> float:
+        """Payment's and inventory's own work for ``oid`` (first charge and reservation)."""
+        return self.charges.get(oid, [0.0])[0] + self.reservations.get(oid, [0.0])[0]
+
     # ----- the work: the same two calls whoever makes them ------------------------------------
     async def work(self, order: dict[str, Any]) -> float:
         """Charge (payment) then reserve (inventory) over HTTP; returns the two calls' ms."""
         total = 0.0
-        for svc in (self.payment, self.inventory):
-            result = await fetch(self.lab.session, svc.url, None, svc.name)
+        for svc, path in ((self.payment, "charge"), (self.inventory, "reserve")):
+            result = await fetch(self.lab.session, svc.url + path, None, svc.name, "POST",
+                                 {"order_id": order.get("order_id")})
             if result["status"] != 200:
                 raise LabError(f"{svc.name} answered {result['status']} for order "
                                f"{order.get('order_id')}.", f"check {svc.name}.describe()")
@@ -140,15 +172,17 @@ class OrderSystem:
 
     async def _sync(self, request: web.Request) -> web.Response:
         order = self.new_order(await self._body(request))
-        await self.work(order)
-        return web.json_response({"order_id": order["order_id"], "status": "done"})
+        work_ms = await self.work(order)
+        return web.json_response({"order_id": order["order_id"], "status": "done",
+                                  "work_ms": work_ms})
 
     async def _async(self, request: web.Request) -> web.Response:
         order = self.new_order(await self._body(request))
         oid = order["order_id"]
         self.store.execute("INSERT INTO orders (id, status) VALUES (?, 'accepted')", (oid,))
-        await self.publisher.publish(self.topic, order, key=oid)   # the broker has it now
+        ack = await self.publisher.publish(self.topic, order, key=oid)   # the broker has it now
         self.accepted[oid] = now_ms()
+        self.placed[oid], self.sent[oid] = (ack.partition, ack.offset), order
         return web.json_response({"order_id": oid, "status": "accepted",
                                   "status_url": f"/status?id={oid}"}, status=202)
 
@@ -171,7 +205,15 @@ class OrderSystem:
         and record it as done; then call the order's webhook if it gave one."""
         picked = now_ms()
         oid, order = event.key, event.value
-        if self.store.scalar("SELECT status FROM orders WHERE id = ?", (oid,)) == "done":
+        self.deliveries[oid] = self.deliveries.get(oid, 0) + 1
+        try:
+            await self._fulfil(event, oid, order, picked)
+        finally:
+            self.finished[oid] = self.finished.get(oid, 0) + 1
+
+    async def _fulfil(self, event: Event, oid: str, order: dict[str, Any], picked: float) -> None:
+        if self.idempotent and self.store.scalar(
+                "SELECT status FROM orders WHERE id = ?", (oid,)) == "done":
             self.skipped += 1
             return
         work_ms = await self.work(order)
@@ -186,6 +228,26 @@ class OrderSystem:
             self.callbacks_sent += 1
             await fetch(self.lab.session, order["callback"], None, "webhook", "POST",
                         {"order_id": oid, "status": "done"})
+
+    def redeliver(self, oid: str, idempotent: bool = True, timeout_s: float = 10.0) -> int:
+        """Put order ``oid``'s message on the topic again (as a producer retry, or a consumer
+        that crashed before its commit, would) and wait until a consumer has handled it.
+
+        ``idempotent=False`` switches fulfil's "already done?" check off for this delivery:
+        the control arm. Returns how many times payment has now charged the order."""
+        require(oid in self.sent, f"order {oid!r} was not placed through /async.")
+        before = self.finished.get(oid, 0)
+        self.idempotent = idempotent
+        try:
+            self.publisher.send(self.topic, self.sent[oid], key=oid).result(10)
+            deadline = time.monotonic() + timeout_s
+            while self.finished.get(oid, 0) <= before:
+                require(time.monotonic() < deadline, f"the re-delivered order {oid} was not "
+                        f"handled within {timeout_s:g} s.", "check system.consumers")
+                time.sleep(0.01)
+        finally:
+            self.idempotent = True
+        return len(self.charges.get(oid, []))
 
     def start_consumers(self, count: int) -> list[Worker]:
         """Start ``count`` consumers in the ``fulfilment`` group (they join it: ~1 s)."""

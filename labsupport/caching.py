@@ -11,9 +11,12 @@ expensive query or recommendation job of a real system). Two services answer
   customer's entry *off the user's path* when an event about that customer arrives
   (skipping events the entry already includes). Reads always hit.
 
-Each entry remembers the customer's write sequence number it was computed from, and the
-command side remembers when each sequence number was committed, so every read's
-**staleness** is measured: how long ago the truth moved past what the read returned.
+Nothing the caches say about themselves is used as evidence. The **hit rate** is measured
+at the origin: the computation counts the requests it served, per client, and a cache's
+hit rate is one minus its origin requests over the reads its users sent. The **staleness**
+of an answer is measured by the reader: it compares the value it got with the command
+side's history of that customer's value, at the moment of the read (0 when it is the
+current value; else how long ago the truth moved away from it).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import math
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +35,7 @@ from aiohttp import web
 from .cqrs import OrderShop, _together, model_now, open_loop, require_positive
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
+from .evidence import Estimate, difference, share
 from .metrics import Recorder, percentile
 from .services import fetch
 from .settings import to_wall
@@ -51,19 +56,35 @@ class Entry:
 
 @dataclass
 class ReadLog:
-    """What one cache's readers got: hits, misses and the staleness of every answer (ms)."""
+    """What one cache's readers got: the staleness of every answer (model ms, measured by
+    the reader), and the cache's own hit and miss flags (shown, never used as evidence)."""
 
     hits: int = 0
     misses: int = 0
     staleness_ms: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    origin_requests: int = 0
 
     @property
     def reads(self) -> int:
-        return self.hits + self.misses
+        """Answers the readers received."""
+        return len(self.staleness_ms)
 
     def hit_rate(self) -> float:
-        return self.hits / self.reads if self.reads else math.nan
+        """1 - origin requests / reads: reads the origin never heard of were hits."""
+        return 1 - self.origin_requests / self.reads if self.reads else math.nan
+
+    def hit_share(self) -> Estimate:
+        """:meth:`hit_rate` with its Wilson interval."""
+        return share(max(self.reads - self.origin_requests, 0), self.reads)
+
+    def stale_share(self) -> Estimate:
+        """The share of answers that were no longer the truth when the reader got them."""
+        return share(sum(ms > 0 for ms in self.staleness_ms), self.reads)
+
+    def wrong(self) -> int:
+        """Answers that were never the customer's true value (a broken cache)."""
+        return sum(math.isinf(ms) for ms in self.staleness_ms)
 
     def stale(self, q: float) -> float:
         """Percentile ``q`` of staleness (model ms; 0 for an answer that was up to date)."""
@@ -75,19 +96,22 @@ class ReadLog:
     def summary(self, name: str) -> str:
         if not self.reads:
             return f"{name}: no reads yet"
-        return (f"{name}: hit rate {self.hit_rate():.1%} of {self.reads}, staleness p50 "
-                f"{self.stale(50):.0f} ms, p99 {self.stale(99):.0f} ms, worst "
+        return (f"{name}: hit rate {self.hit_rate():.1%} of {self.reads} (origin served "
+                f"{self.origin_requests}), {self.stale_share().value:.0%} stale, staleness p50 "
+                f"{self.stale(50):.0f} ms, p90 {self.stale(90):.0f} ms, worst "
                 f"{self.worst():.0f} ms")
 
 
 def compute_summary(shop: OrderShop, customer: str) -> Entry:
-    """The customer's open orders and amount, read from the command side's store in one
-    query, with the write sequence number it reflects (call after the compute delay)."""
-    row = shop.write_store.query(
-        "SELECT (SELECT COUNT(*) FROM orders WHERE customer = ?1 AND state != 'CANCELLED'), "
-        "(SELECT COALESCE(SUM(amount), 0) FROM orders WHERE customer = ?1 "
-        "AND state != 'CANCELLED'), "
-        "(SELECT COALESCE(MAX(seq), 0) FROM customers WHERE id = ?1)", (customer,))[0]
+    """The customer's open orders and amount, read from the command side's store, with the
+    write sequence number it reflects (call after the compute delay)."""
+    with shop.write_store.transaction() as tx:
+        row = tx.execute(
+            "SELECT (SELECT COUNT(*) FROM orders WHERE customer = ?1 AND state != 'CANCELLED'),"
+            " (SELECT COALESCE(SUM(amount), 0) FROM orders WHERE customer = ?1 "
+            "AND state != 'CANCELLED'), "
+            "(SELECT COALESCE(MAX(seq), 0) FROM customers WHERE id = ?1)", (customer,)
+        ).fetchone()
     value = {"customer": customer, "orders": row[0], "amount": round(row[1], 2)}
     return Entry(value, row[2], model_now())
 
@@ -102,6 +126,8 @@ class CacheExperiment:
         self.ttl_entries: dict[str, Entry] = {}
         self.event_entries: dict[str, Entry] = {}
         self.logs = {"ttl": ReadLog(), "event": ReadLog()}
+        #: the origin's own request log: requests it served, by client
+        self.origin: Counter[str] = Counter()
         #: model ms from a write's commit to the event cache holding it, per write
         self.refresh_ms: list[float] = []
         self._lock = threading.Lock()
@@ -112,7 +138,7 @@ class CacheExperiment:
         self.event_service = lab.service(f"{prefix}event_cache", 0, routes={
             "/summary/{customer}": self._event_get})
         for customer in shop.customers:   # precompute every entry, ahead of any read
-            self.event_entries[customer] = self._compute_blocking(customer)
+            self.event_entries[customer] = self._compute_blocking(customer, "event_refresher")
         self.worker = lab.bus.worker(shop.topic, f"{prefix}summary-cache", self._on_event,
                                      name=f"{prefix}summary-cache").wait_assigned()
         self._catch_up(sum(lab.bus.end_offsets(shop.topic)))
@@ -132,11 +158,17 @@ class CacheExperiment:
             self.ttl_ms = float(ttl_ms)
 
     # ----- computing ------------------------------------------------------------------------
-    def _compute_blocking(self, customer: str) -> Entry:
+    def _compute_blocking(self, customer: str, client: str) -> Entry:
+        """The origin, called from a worker thread; it logs the request under ``client``."""
+        with self._lock:
+            self.origin[client] += 1
         time.sleep(to_wall(self.compute_ms / 1000))
         return compute_summary(self.shop, customer)
 
-    async def _compute(self, customer: str) -> Entry:
+    async def _compute(self, customer: str, client: str) -> Entry:
+        """The origin, called on a user's path; it logs the request under ``client``."""
+        with self._lock:
+            self.origin[client] += 1
         await asyncio.sleep(to_wall(self.compute_ms / 1000))
         return compute_summary(self.shop, customer)
 
@@ -146,7 +178,7 @@ class CacheExperiment:
         held = self.event_entries.get(customer)
         if held is not None and held.seq >= seq:
             return   # already included by an earlier recompute: skip
-        fresh = self._compute_blocking(customer)
+        fresh = self._compute_blocking(customer, "event_refresher")
         now = model_now()
         with self._lock:
             self.event_entries[customer] = fresh
@@ -160,7 +192,7 @@ class CacheExperiment:
         entry = self.ttl_entries.get(customer)
         hit = entry is not None and (model_now() - entry.stored_at) * 1000 < self.ttl_ms
         if not hit:
-            entry = await self._compute(customer)   # a miss: the user waits for the compute
+            entry = await self._compute(customer, "ttl_cache")   # a miss: the user waits
             self.ttl_entries[customer] = entry
         return self._answer("ttl", customer, entry, hit)
 
@@ -169,24 +201,14 @@ class CacheExperiment:
         entry = self.event_entries.get(customer)
         hit = entry is not None
         if entry is None:
-            entry = await self._compute(customer)
+            entry = await self._compute(customer, "event_cache")
         return self._answer("event", customer, entry, hit)
 
     def _answer(self, cache: str, customer: str, entry: Entry, hit: bool) -> web.Response:
-        staleness = self.staleness_ms(customer, entry.seq)
         log = self.logs[cache]
         log.hits += hit
         log.misses += not hit
-        log.staleness_ms.append(staleness)
-        log.times.append(model_now() - self.started)
-        return web.json_response({**entry.value, "hit": hit, "staleness_ms": staleness})
-
-    def staleness_ms(self, customer: str, seq: int) -> float:
-        """How long ago (model ms) the customer's truth moved past write ``seq`` (0: current)."""
-        for number, committed in self.shop.history.get(customer, []):
-            if number == seq + 1:
-                return max(0.0, (model_now() - committed) * 1000)
-        return 0.0
+        return web.json_response({**entry.value, "hit": hit})
 
     # ----- the experiment -----------------------------------------------------------------------
     def start(self, write_rate: float = 10.0, read_rate: float = 40.0,
@@ -195,6 +217,7 @@ class CacheExperiment:
         require_positive(write_rate=write_rate, read_rate=read_rate, duration=duration)
         self.read_rate, self.duration = read_rate, duration
         self.logs = {"ttl": ReadLog(), "event": ReadLog()}
+        self.origin.clear()
         self.ttl_entries.clear()
         self.refresh_ms = []
         self.started = model_now()
@@ -212,10 +235,23 @@ class CacheExperiment:
         return self
 
     async def _read_both(self) -> int:
+        """One user read sent to both caches at once; the reader judges each answer against
+        the command side's history of the customer's value at the moment it arrived."""
         customer = self.rng.choice(self.shop.customers)
         results = await asyncio.gather(*(
             fetch(self.lab.session, f"{svc.url}summary/{customer}", None)
             for svc in (self.ttl_service, self.event_service)))
+        now = model_now()
+        if any(r["status"] != 200 for r in results):
+            return max(r["status"] for r in results)   # keep the two logs pair by pair
+        for name, result in zip(("ttl", "event"), results, strict=True):
+            body = result["body"]
+            answer = (body["orders"], round(float(body["amount"]), 2))
+            log = self.logs[name]
+            log.staleness_ms.append(self.shop.stale_since_ms(customer, answer, now))
+            log.times.append(now - self.started)
+        self.logs["ttl"].origin_requests = self.origin["ttl_cache"]
+        self.logs["event"].origin_requests = self.origin["event_cache"]
         return max(r["status"] for r in results)
 
     def _catch_up(self, events: int, timeout: float = 20.0) -> None:
@@ -248,6 +284,23 @@ class CacheExperiment:
         r = self.read_rate / len(self.shop.customers)
         ttl, compute = self.ttl_ms / 1000, self.compute_ms / 1000
         return r * ttl / (1 + r * compute + r * ttl)
+
+    def staleness_gap(self, q: float = 90) -> Estimate:
+        """TTL minus event-refreshed staleness at percentile ``q`` (model ms), over the same
+        reads (each read went to both caches at once): a paired bootstrap interval."""
+        return difference(self.logs["ttl"].staleness_ms, self.logs["event"].staleness_ms,
+                          q=q / 100, paired=True)
+
+    def predicted_ttl_stale_share(self) -> float:
+        """From the TTL and the rate at which the truth changed during the run (w per
+        customer per second, counted from the command side's history, not from the caches):
+        a hit reads an entry of uniform age a in [0, ttl]; it is stale if the value changed
+        since, with chance 1 - exp(-w*a). Averaged: 1 - (1 - exp(-w*ttl)) / (w*ttl), times
+        the predicted hit rate (a miss is fresh)."""
+        w = self.shop.value_changes(self.started) / len(self.shop.customers) / self.duration
+        x = w * self.ttl_ms / 1000
+        stale_hit = 1 - (1 - math.exp(-x)) / x if x > 0 else 0.0
+        return self.predicted_ttl_hit_rate() * stale_hit
 
     def summary(self) -> str:
         return (f"TTL {self.ttl_ms:g} ms, compute {self.compute_ms:g} ms | "

@@ -356,16 +356,30 @@ def scoreboard_table(boards: Sequence[Scoreboard]) -> str:
     return "\n".join(lines)
 
 
-def sync_recovery_s(sent: Sequence[Sent], chaos_end_s: float, normal_ms: float) -> float:
+RECOVERED_STREAK = 5
+"""Requests in a row answered normally after which the synchronous path counts as back."""
+
+
+def sync_recovery_s(sent: Sequence[Sent], chaos_end_s: float, normal_ms: float,
+                    streak: int = RECOVERED_STREAK) -> float:
     """Model seconds from the end of the chaos until the synchronous path is normal again:
     the answer time of the last request after the chaos that failed, was deferred (202) or
-    took longer than ``normal_ms``; 0 when none did. ``inf`` when it never answered 200
-    after the chaos at all."""
-    after = [s for s in sent if s.t >= chaos_end_s]
+    took longer than ``normal_ms`` before ``streak`` requests in a row (by send time) were
+    answered 200 within ``normal_ms``; 0 when none did. A lone slow answer later on is the
+    dependency's everyday tail, not the chaos. ``inf`` when it never answered 200 after the
+    chaos at all."""
+    after = sorted((s for s in sent if s.t >= chaos_end_s), key=lambda s: s.t)
     if after and not any(s.status == 200 for s in after):
         return math.inf
-    bad = [s.t + s.ms / 1000 - chaos_end_s for s in after
-           if s.status != 200 or s.ms > normal_ms]
+    bad, run = [], 0
+    for s in after:
+        if s.status == 200 and s.ms <= normal_ms:
+            run += 1
+            if run >= streak:
+                break
+        else:
+            run = 0
+            bad.append(s.t + s.ms / 1000 - chaos_end_s)
     return max([0.0, *bad])
 
 

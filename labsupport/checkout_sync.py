@@ -60,6 +60,12 @@ Fallback = Callable[[dict[str, Any]], Awaitable[bool]]
 """``async def fallback(order) -> bool``: True = the order is taken care of (answer 202)."""
 COMPLETER_PATIENCE_S = 15.0
 """Wall seconds the completer keeps retrying one deferred order before it gives up."""
+OUTAGES = ("error", "hang")
+"""How payment is down: ``error`` answers 503 at once (the process is gone, its port
+refuses); ``hang`` accepts the call and never answers until payment is back (a stuck
+process, a full connection pool: a slow dependency, which is worse than a dead one)."""
+HANG_LIMIT_S = 30.0
+"""Model seconds a hung payment call waits at most, even if payment never comes back."""
 
 
 class SyncCheckout:
@@ -69,8 +75,9 @@ class SyncCheckout:
 
     def __init__(self, lab: Lab, prefix: str = "sync_", payment: LatencyModel | float = PAYMENT,
                  inventory: LatencyModel | float = INVENTORY, name: str | None = None,
-                 seed: int = 3) -> None:
-        self.lab = lab
+                 seed: int = 3, outage: str = "error") -> None:
+        require(outage in OUTAGES, f"outage must be one of {OUTAGES}, got {outage!r}.")
+        self.lab, self.outage = lab, outage
         self.name = name or self.name
         self.shop = Shop(lab, prefix, payment, inventory, routes={
             "order": {"/checkout": self._checkout},
@@ -172,10 +179,17 @@ class SyncCheckout:
                 + self.inventory_timeout_ms)
 
     # ----- the services' endpoints -----------------------------------------------------------------
+    async def _down(self) -> web.Response:
+        """Payment is down: 503 at once, or (``outage="hang"``) only once it is back."""
+        deadline = time.monotonic() + to_wall(HANG_LIMIT_S)
+        while self.outage == "hang" and self.payment_down and time.monotonic() < deadline:
+            await asyncio.sleep(to_wall(0.02))
+        return web.json_response({"outcome": "payment is down"}, status=503)
+
     async def _charge(self, request: web.Request) -> web.Response:
         self.shop.payment.received += 1
         if self.payment_down:
-            return web.json_response({"outcome": "payment is down"}, status=503)
+            return await self._down()
         order = await json_body(request)
         seq = charge(self.shop.charges, order["order_id"], order["amount"],
                      request.headers.get("Idempotency-Key"))
@@ -184,7 +198,7 @@ class SyncCheckout:
 
     async def _refund(self, request: web.Request) -> web.Response:
         if self.payment_down:
-            return web.json_response({"outcome": "payment is down"}, status=503)
+            return await self._down()
         order = await json_body(request)
         return web.json_response({"refunded": refund(self.shop.charges, order["order_id"])})
 
@@ -314,7 +328,7 @@ class SyncCheckout:
         self.shop.slow_inventory(factor)
 
     def crash_payment(self) -> None:
-        """Payment's endpoint answers 503 at once (the process is gone, its port refuses)."""
+        """Payment is down: its endpoint answers 503 at once, or hangs (``outage="hang"``)."""
         self.payment_down = True
 
     def restore_payment(self) -> None:

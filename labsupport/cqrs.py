@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import math
+import queue
 import random
 import threading
 import time
@@ -41,6 +42,7 @@ from aiohttp import web
 from . import broker
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
+from .evidence import Estimate, difference, quantile
 from .latency import Normal
 from .load import arrival_times
 from .metrics import Recorder, percentile
@@ -60,6 +62,15 @@ WRITE_SCHEMA = (
     "amount REAL NOT NULL, state TEXT NOT NULL, version INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
 )
+
+
+def customer_summary(store: Any, customer: str) -> dict[str, Any]:
+    """A customer's open (not cancelled) orders and their amount, read from the command
+    side's own ``orders`` table: the truth the read model and the caches approximate."""
+    count, amount = store.query(
+        "SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM orders WHERE customer = ? "
+        "AND state != 'CANCELLED'", (customer,))[0]
+    return {"customer": customer, "orders": count, "amount": round(amount, 2)}
 
 
 def model_now() -> float:
@@ -86,7 +97,8 @@ class OrderShop:
     """Command side, event topic, projection and query side of one order system."""
 
     def __init__(self, lab: Lab, payment_ms: float = 20.0, partitions: int = 3,
-                 customers: int = 8, query_ms: float = 1.0, prefix: str = "") -> None:
+                 customers: int = 8, query_ms: float = 1.0, prefix: str = "",
+                 command_workers: int = 5) -> None:
         require(isinstance(payment_ms, (int, float)) and payment_ms >= 0,
                 f"payment_ms must be a number of ms of 0 or more, got {payment_ms!r}.",
                 "e.g. OrderShop(lab, payment_ms=400) for a slow payment check")
@@ -104,10 +116,15 @@ class OrderShop:
         self.acked_at: dict[tuple[int, int], float] = {}
         #: customer -> [(seq, model s when that seq was committed)], seq 0 at start
         self.history: dict[str, list[tuple[int, float]]] = {c: [(0, 0.0)] for c in self.customers}
+        #: customer -> [(model s committed, (open orders, amount) right after that write)]
+        self.values: dict[str, list[tuple[float, tuple[int, float]]]] = {
+            c: [(0.0, (0, 0.0))] for c in self.customers}
         self._ids = itertools.count(1)
         self._rebuilds = itertools.count(1)
-        self.commands = lab.service(f"{prefix}orders", _payment(payment_ms), routes={
-            "/orders": self._place, "/orders/{order}/{action}": self._change})
+        self.commands = lab.service(f"{prefix}orders", _payment(payment_ms),
+                                    workers=command_workers, routes={
+            "/orders": self._place, "/orders/{order}/{action}": self._change,
+            "/customers/{customer}": self._get_customer_from_writes})
         self.read_store = lab.store(f"{prefix}order_views")
         self.projection = OrderProjection(self.read_store, clock=model_now)
         self.group = f"{prefix}order-summary"
@@ -167,8 +184,11 @@ class OrderShop:
             tx.execute("INSERT INTO customers VALUES (?, 1) ON CONFLICT(id) DO UPDATE SET "
                        "seq = seq + 1", (customer,))
             seq = tx.execute("SELECT seq FROM customers WHERE id = ?", (customer,)).fetchone()[0]
+            value = tx.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM orders WHERE "
+                               "customer = ? AND state != 'CANCELLED'", (customer,)).fetchone()
         committed_at = model_now()
         self.history[customer].append((seq, committed_at))
+        self.values[customer].append((committed_at, (value[0], round(value[1], 2))))
         event = {"type": kind, "order": order, "version": version, "customer": customer,
                  "amount": amount, "state": state, "customer_seq": seq}
         delivery = await self.publisher.publish(self.topic, event, key=order)
@@ -211,6 +231,14 @@ class OrderShop:
         await self.queries.work()
         return web.json_response(self.projection.customer(request.match_info["customer"]))
 
+    async def _get_customer_from_writes(self, request: web.Request) -> web.Response:
+        """The design CQRS replaces (the control arm): the command side answers the read
+        from its own store, with one of its own workers, the ones the payment checks hold."""
+        async with self.commands.pool.slot(self.commands.queue_limit):
+            await asyncio.sleep(to_wall(self.queries.latency.sample(self.rng) / 1000))
+            return web.json_response(customer_summary(self.write_store,
+                                                      request.match_info["customer"]))
+
     # ----- calling it ---------------------------------------------------------------------------
     def place(self, customer: str, amount: float) -> dict[str, Any]:
         """POST /orders: place an order; returns the command side's answer (with its offset)."""
@@ -245,10 +273,17 @@ class OrderShop:
                                                  "amount": self.rng.choice(AMOUNTS)})
         return result["status"]
 
-    async def _random_read(self) -> int:
+    async def _paired_read(self, run: MixedRun, t0: float) -> int:
+        """The same read (one customer's totals) sent at the same moment to the query side
+        and to the command side; each side's latency goes to its own recorder."""
         customer = self.rng.choice(self.customers)
-        result = await fetch(self.lab.session, f"{self.queries.url}customers/{customer}", None)
-        return result["status"]
+        t = model_now() - t0
+        query, command = await asyncio.gather(
+            fetch(self.lab.session, f"{self.queries.url}customers/{customer}", None),
+            fetch(self.lab.session, f"{self.commands.url}customers/{customer}", None))
+        run.reads.record(t, query["ms"], query["status"])
+        run.command_reads.record(t, command["ms"], command["status"])
+        return query["status"]
 
     # ----- Experiment 1: reads and writes under the same load -----------------------------
     def start_mixed(self, payment_ms: float, write_rate: float = 10.0,
@@ -259,11 +294,12 @@ class OrderShop:
                 f"payment_ms must be a number of ms of 0 or more, got {payment_ms!r}.")
         self.commands.set(latency=_payment(payment_ms))
         run = MixedRun(payment_ms, Recorder(f"writes (payment {payment_ms:g} ms)"),
-                       Recorder("reads"))
-        stop = threading.Event()
+                       Recorder("reads (query side)"), Recorder("reads (command side)"))
+        stop, t0 = threading.Event(), model_now()
         run.future = self.lab.submit(_together(
             open_loop(self._random_write, write_rate, duration, run.writes, stop, self.rng),
-            open_loop(self._random_read, read_rate, duration, run.reads, stop, self.rng)))
+            open_loop(lambda: self._paired_read(run, t0), read_rate, duration,
+                      Recorder("paired reads"), stop, self.rng)))
         self.last_mixed = run
         return run
 
@@ -303,6 +339,8 @@ class OrderShop:
         if run is None:
             return
         for recorder, colour, label in ((run.writes, PALETTE[1], "writes (command side)"),
+                                        (run.command_reads, PALETTE[3],
+                                         "same reads on the command side"),
                                         (run.reads, PALETTE[0], "reads (query side)")):
             samples = recorder.samples
             if samples:
@@ -315,8 +353,12 @@ class OrderShop:
 
     # ----- Experiment 2: staleness and lag ------------------------------------------------
     def staleness_run(self, write_rate: float = 20.0, duration: float = 6.0,
-                      pause: tuple[float, float] = (2.0, 3.5)) -> StalenessWatch:
+                      pause: tuple[float, float] = (2.0, 3.5),
+                      control: bool = True) -> StalenessWatch:
         """Writes for ``duration`` model s; the projection stalls during ``pause`` (model s).
+
+        With ``control`` a :class:`CommitFirstProjection` (commits on receipt, applies
+        later) reads the same events and stalls at the same time: the control arm.
 
         A :class:`StalenessWatch` samples staleness and lag throughout; it is returned at
         once, running: ``watch.join()`` waits for the traffic and the catch-up.
@@ -327,7 +369,7 @@ class OrderShop:
                 f"pause must be (start, end) inside 0..{duration:g} s, got {pause!r}.",
                 "e.g. pause=(2.0, 3.5)")
         self.commands.set(latency=_payment(5))
-        watch = StalenessWatch(self, pause)
+        watch = StalenessWatch(self, pause, CommitFirstProjection(self) if control else None)
         stop = threading.Event()
         traffic = self.lab.submit(self._paused_traffic(write_rate, duration, pause, watch, stop))
         watch.start(traffic)
@@ -362,6 +404,23 @@ class OrderShop:
                                "check the broker (python -m labsupport broker status) and "
                                "that the worker is running: shop.worker")
             time.sleep(0.01)
+
+    def stale_since_ms(self, customer: str, answer: tuple[int, float], now: float) -> float:
+        """How long (model ms, at model time ``now``) the truth has differed from ``answer``
+        ((open orders, amount)): 0 if it is the current value, ``inf`` if it never was."""
+        history = self.values[customer]
+        if history[-1][1] == answer:
+            return 0.0
+        for i in range(len(history) - 2, -1, -1):
+            if history[i][1] == answer:
+                return max(0.0, (now - history[i + 1][0]) * 1000)
+        return math.inf
+
+    def value_changes(self, since: float) -> int:
+        """Writes after model time ``since`` that changed some customer's (orders, amount)."""
+        return sum(before[1] != after[1] for history in self.values.values()
+                   for before, after in zip(history[:-1], history[1:], strict=True)
+                   if after[0] > since)
 
     def write_rows(self) -> list[tuple[Any, ...]]:
         """The command side's orders, sorted: what the read model must converge to."""
@@ -497,31 +556,55 @@ async def _timed(request: Callable[[], Awaitable[int]], recorder: Recorder, t: f
 # ----- results -----------------------------------------------------------------------------------
 @dataclass
 class MixedRun:
-    """One run of :meth:`OrderShop.start_mixed`: the writes' and the reads' records."""
+    """One run of :meth:`OrderShop.start_mixed`: the writes' and the reads' records.
+
+    Every read went at the same moment to the query side (``reads``) and to the command
+    side (``command_reads``, the control arm), so ``reads[i]`` and ``command_reads[i]``
+    are a pair."""
 
     payment_ms: float
     writes: Recorder
     reads: Recorder
+    command_reads: Recorder
     future: concurrent.futures.Future | None = None
 
     def p(self, which: str, q: float) -> float:
-        """Percentile ``q`` of ``"writes"`` or ``"reads"`` (model ms, successful requests)."""
+        """Percentile ``q`` of ``"writes"``, ``"reads"`` or ``"command_reads"`` (model ms,
+        successful requests)."""
         return getattr(self, which).percentile(q)
 
+    def estimate(self, which: str, q: float) -> Estimate:
+        """Percentile ``q`` (0-100) of ``which`` with its order-statistics interval."""
+        return quantile(getattr(self, which).latencies(), q / 100)
+
+    def paired(self) -> tuple[list[float], list[float]]:
+        """(command-side ms, query-side ms) of the reads both sides answered, pair by pair."""
+        pairs = [(c.ms, q.ms) for c, q in zip(self.command_reads.samples, self.reads.samples,
+                                              strict=True) if c.ok and q.ok]
+        return [c for c, _ in pairs], [q for _, q in pairs]
+
+    def read_penalty(self, q: float = 90) -> Estimate:
+        """How much slower the command side answered the same reads: the paired difference
+        of percentile ``q`` (model ms), with a bootstrap interval."""
+        command, query = self.paired()
+        return difference(command, query, q=q / 100, paired=True)
+
     def summary(self) -> str:
-        """One line: both sides' p50 and p99 and failures."""
+        """One line: each side's p50 and p99 and failures."""
         parts = []
-        for which in ("writes", "reads"):
+        for which in ("writes", "reads", "command_reads"):
             rec = getattr(self, which)
             if len(rec):
-                parts.append(f"{which} p50 {rec.percentile(50):.1f} ms, p99 "
+                parts.append(f"{which.replace('_', ' ')} p50 {rec.percentile(50):.1f} ms, p99 "
                              f"{rec.percentile(99):.1f} ms ({len(rec)}, {rec.errors} failed)")
         return f"payment {self.payment_ms:g} ms: " + ("; ".join(parts) or "starting")
 
 
 @dataclass(frozen=True)
 class StalenessSample:
-    """One look at both sides: events and model ms the read model and the group are behind."""
+    """One look at one projection: how far its view is behind the acknowledged writes
+    (*staleness*: writes whose version a reader does not see yet, and the age of the
+    oldest of them) and the group's *lag* on the broker (end minus committed offsets)."""
 
     t: float
     stale_events: int
@@ -530,18 +613,62 @@ class StalenessSample:
     lag_ms: float
 
 
-class StalenessWatch:
-    """Samples, many times a second: how far behind the write side the read model is (its
-    *staleness*, in events and ms) and the consumer group's *lag* measured on the broker.
+class CommitFirstProjection:
+    """The control arm of experiment 2, a classic mistake: the consumer commits each event's
+    offset as soon as it receives it and applies it later, on another thread (auto-commit
+    with the work handed to a queue). Its lag says "done" while its view is still behind.
 
-    Order of each look: the group's committed offsets first, then the projection's own
-    position, then the broker's end offsets, so both numbers describe the same moment
-    or later.
+    It reads the same topic into its own store; it stalls when the shop's projection does.
     """
 
-    def __init__(self, shop: OrderShop, pause: tuple[float, float]) -> None:
-        self.shop, self.pause = shop, pause
+    def __init__(self, shop: OrderShop) -> None:
+        self.shop = shop
+        self.projection = OrderProjection(shop.lab.store(f"{shop.prefix}order_views_"
+                                                         "commit_first"), clock=model_now)
+        self.group = f"{shop.prefix}order-summary-commit-first"
+        self.received: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._apply, name="labsupport-commit-first",
+                                        daemon=True)
+        self._thread.start()
+        self.worker = shop.lab.bus.worker(shop.topic, self.group, self.received.put,
+                                          name=self.group)   # returns at once: committed
+        self.worker.wait_assigned()
+
+    def _apply(self) -> None:
+        while not self._stop.is_set():
+            try:
+                event = self.received.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            while not self.shop.running.wait(0.05):   # stalls with the real projection
+                if self._stop.is_set():
+                    return
+            self.projection.handle(event)
+
+    def stop(self) -> None:
+        """Stop consuming and applying."""
+        self.worker.stop(raise_error=False)
+        self._stop.set()
+        self._thread.join(5)
+
+
+class StalenessWatch:
+    """Samples, many times a second, for the shop's projection and (if given) the
+    commit-first control arm: the *staleness* a reader sees and the group's *lag*.
+
+    Staleness is measured from the read model itself: the acknowledged writes whose version
+    its ``order_summary`` table does not show yet. Lag comes from the broker: end offsets
+    minus the group's committed offsets. Order of each look: committed offsets first, then
+    the views, then the end offsets and the acknowledged writes, so that for a projection
+    that applies before it commits, every stale write is also counted in the lag.
+    """
+
+    def __init__(self, shop: OrderShop, pause: tuple[float, float],
+                 control: CommitFirstProjection | None = None) -> None:
+        self.shop, self.pause, self.control = shop, pause, control
         self.samples: list[StalenessSample] = []
+        self.control_samples: list[StalenessSample] = []
         self.writes = Recorder("writes")
         self.start_t = model_now()
         self.traffic: concurrent.futures.Future | None = None
@@ -554,58 +681,63 @@ class StalenessWatch:
         self.traffic = traffic
         self._thread.start()
 
+    def _arms(self) -> list[tuple[str, OrderProjection, list[StalenessSample]]]:
+        arms = [(self.shop.group, self.shop.projection, self.samples)]
+        if self.control is not None:
+            arms.append((self.control.group, self.control.projection, self.control_samples))
+        return arms
+
     def _run(self) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
         shop = self.shop
-        consumer = Consumer(broker.consumer_config(f"{shop.group}.{shop.lab.bus.run_id}",
-                                                   enable_auto_commit=False))
+        arms = self._arms()
+        consumers = [Consumer(broker.consumer_config(f"{group}.{shop.lab.bus.run_id}",
+                                                     enable_auto_commit=False))
+                     for group, _, _ in arms]
         parts = [TopicPartition(shop.topic, p)
                  for p in range(len(shop.lab.bus.end_offsets(shop.topic)))]
         try:
             while not self._stop.is_set():
                 finished = self.traffic is not None and self.traffic.done() and shop.caught_up()
-                committed = [max(tp.offset, 0) for tp in consumer.committed(parts, timeout=5)]
-                applied = dict(shop.projection.positions)
+                committed = [[max(tp.offset, 0) for tp in c.committed(parts, timeout=5)]
+                             for c in consumers]
+                views = [dict(projection.store.query("SELECT id, version FROM order_summary"))
+                         for _, projection, _ in arms]
                 ends = shop.lab.bus.end_offsets(shop.topic)
-                self.samples.append(self._sample(committed, applied, ends))
+                acked = [w for w in list(shop.writes) if w.offset < ends[w.partition]]
+                now = model_now()
+                for (_, _, samples), done, view in zip(arms, committed, views, strict=True):
+                    samples.append(self._sample(now, done, view, ends, acked))
                 if finished:
                     break   # that last look came after the projection had caught up
                 time.sleep(0.02)
         except BaseException as exc:  # reported by join()
             self.error = exc
         finally:
-            consumer.close()
+            for consumer in consumers:
+                consumer.close()
 
-    def _sample(self, committed: list[int], applied: dict[int, int],
-                ends: list[int]) -> StalenessSample:
-        now = model_now()
-        acked = self.shop.acked_at
-        stale = lag = 0
-        oldest_stale = oldest_lag = now
-        for p, end in enumerate(ends):
-            seen, done = applied.get(p, 0), committed[p]
-            stale += max(end - seen, 0)
-            lag += max(end - done, 0)
-            for offset in range(done, end):
-                when = acked.get((p, offset))
-                if when is None:
-                    continue
-                oldest_lag = min(oldest_lag, when)
-                if offset >= seen:
-                    oldest_stale = min(oldest_stale, when)
-        return StalenessSample(now - self.start_t, stale, lag, (now - oldest_stale) * 1000,
-                               (now - oldest_lag) * 1000)
+    def _sample(self, now: float, committed: list[int], view: dict[str, int],
+                ends: list[int], acked: list[Write]) -> StalenessSample:
+        stale = [w.acked_at for w in acked if view.get(w.order, 0) < w.version]
+        lagging = [w.acked_at for w in acked if w.offset >= committed[w.partition]]
+        lag = sum(max(end - done, 0) for end, done in zip(ends, committed, strict=True))
+        return StalenessSample(now - self.start_t, len(stale), lag,
+                               (now - min(stale, default=now)) * 1000,
+                               (now - min(lagging, default=now)) * 1000)
 
     def done(self) -> bool:
         """True when the traffic has ended and the read model has caught up."""
         return not self._thread.is_alive()
 
     def join(self, timeout: float = 30.0) -> StalenessWatch:
-        """Wait for the traffic, the catch-up and the last sample."""
+        """Wait for the traffic, the catch-up and the last sample; stops the control arm."""
         if self.traffic is not None:
             self.traffic.result(timeout)
         self._thread.join(timeout)
+        if self.control is not None:
+            self.control.stop()
         if self._thread.is_alive():
             self._stop.set()
             self._thread.join(5)
@@ -616,37 +748,54 @@ class StalenessWatch:
                            "check the broker (python -m labsupport broker status)")
         return self
 
-    def violations(self) -> int:
-        """Samples where the read model was further behind than the group's lag."""
+    def _of(self, arm: str) -> list[StalenessSample]:
+        require(arm in ("projection", "control"), f"arm is 'projection' or 'control', not "
+                f"{arm!r}.")
+        return self.samples if arm == "projection" else self.control_samples
+
+    def violations(self, arm: str = "projection") -> int:
+        """Looks where the view was further behind than the group's lag said (events or ms)."""
         return sum(s.stale_events > s.lag_events or s.stale_ms > s.lag_ms + 1e-6
-                   for s in self.samples)
+                   for s in self._of(arm))
 
-    def max_stale_ms(self) -> float:
-        return max((s.stale_ms for s in self.samples), default=math.nan)
+    def worst_hidden(self, arm: str = "control") -> StalenessSample | None:
+        """The look where the lag hid the most staleness (stale minus lag, in events)."""
+        return max(self._of(arm), key=lambda s: s.stale_events - s.lag_events, default=None)
 
-    def max_stale_events(self) -> int:
-        return max((s.stale_events for s in self.samples), default=0)
+    def max_stale_ms(self, arm: str = "projection") -> float:
+        return max((s.stale_ms for s in self._of(arm)), default=math.nan)
+
+    def max_stale_events(self, arm: str = "projection") -> int:
+        return max((s.stale_events for s in self._of(arm)), default=0)
 
     def summary(self) -> str:
         if not self.samples:
             return "starting"
         last = self.samples[-1]
-        return (f"{len(self.samples)} looks; now {last.stale_events} events / "
+        line = (f"{len(self.samples)} looks; now {last.stale_events} events / "
                 f"{last.stale_ms:.0f} ms stale, lag {last.lag_events} events; worst "
                 f"{self.max_stale_events()} events / {self.max_stale_ms():.0f} ms stale")
+        hidden = self.worst_hidden()
+        if hidden is not None:
+            line += (f" | commit-first control: {self.violations('control')} looks with "
+                     f"staleness above the lag, worst {hidden.stale_events} events stale "
+                     f"while the lag said {hidden.lag_events}")
+        return line
 
     def draw(self, ax: Any) -> None:
         """Lag and staleness (events) over time, the pause shaded."""
         ax.axvspan(*self.pause, color="#bbbbbb", alpha=0.35, lw=0)
         ax.set_xlabel("model seconds (grey: projection paused)")
         ax.set_ylabel("events behind the write side")
-        samples = list(self.samples)
-        if samples:
-            t = [s.t for s in samples]
-            ax.plot(t, [s.lag_events for s in samples], "-", color=PALETTE[1], lw=3,
-                    label="consumer lag (broker)")
-            ax.plot(t, [s.stale_events for s in samples], "--", color=PALETTE[0], lw=2,
-                    label="read model staleness")
+        for samples, style, name in ((list(self.samples), "-", "projection"),
+                                     (list(self.control_samples), ":", "commit-first")):
+            if samples:
+                t = [s.t for s in samples]
+                ax.plot(t, [s.lag_events for s in samples], style, color=PALETTE[1], lw=3,
+                        label=f"{name}: consumer lag (broker)")
+                ax.plot(t, [s.stale_events for s in samples], style, color=PALETTE[0], lw=1.5,
+                        label=f"{name}: staleness of its view")
+        if self.samples:
             ax.legend(loc="upper right", fontsize=8)
         ax.set_ylim(bottom=0)
 

@@ -65,9 +65,10 @@ class Report:
 
 def check_python() -> Check:
     version = ".".join(map(str, sys.version_info[:3]))
-    ok = sys.version_info >= (3, 10)
-    return Check("Python", ok, version + ("" if ok else " (3.10 or newer needed)"),
-                 "install Python 3.10+ and run `make lab` again")
+    ok = sys.version_info >= (3, 11)
+    return Check("Python", ok, version + ("" if ok else " (3.11 or newer needed)"),
+                 "install Python 3.11+ (python3.11, 3.12 or 3.13), remove .venv and run "
+                 "`make lab` again")
 
 
 def check_packages() -> Check:

@@ -97,10 +97,13 @@ class Lab:
             self._bus = Bus(self)
         return self._bus
 
-    def store(self, name: str) -> Store:
-        """The SQLite store called ``name`` (see :mod:`labsupport.stores`); deleted on close."""
+    def store(self, name: str, fresh: bool = False) -> Store:
+        """The SQLite store called ``name`` (see :mod:`labsupport.stores`); deleted on close.
+
+        ``fresh=True`` starts it again empty (for an experiment that sets itself up again).
+        """
         require(not self.closed, "This lab is closed.", "create a new one: lab = Lab()")
-        return self._stores.get(name)
+        return self._stores.get(name, fresh)
 
     # ----- services ------------------------------------------------------------------
     def service(self, name: str, latency: LatencyModel | float = 0,
@@ -115,17 +118,29 @@ class Lab:
 
         Further knobs (``local_workers``, ``queue_limit``, ``attempts``, ``guard``)
         are passed to :meth:`Service.set`.
+
+        A service of the same name is **replaced**: the old one stops (its port is freed)
+        and the new one takes its name, so a cell that creates services can run again.
         """
         require(isinstance(name, str) and name.isidentifier(),
                 f"A service name must be a simple word, got {name!r}.", "e.g. 'payment'")
-        require(name not in self.services, f"This lab already has a service {name!r}.",
-                "pick another name, or change the existing one with .set(...)")
+        self.remove(name)
         svc = Service(self, name, latency, faults, workers, calls, parallel,
                       call_timeout_ms, seed=self.seed, routes=routes)
         if knobs:
             svc.set(**knobs)
         self.run(svc.start())
         self.services[name] = svc
+        return svc
+
+    def remove(self, name: str) -> Service | None:
+        """Stop the service called ``name`` and forget it (nothing happens if there is none).
+
+        Returns the stopped service, or ``None``.
+        """
+        svc = self.services.pop(name, None)
+        if svc is not None:
+            self.run(svc.stop())
         return svc
 
     def chain(self, n: int, latency: LatencyModel | float, prefix: str = "s",

@@ -109,12 +109,20 @@ class Bus:
         self.closed = False
 
     def topic(self, name: str, partitions: int = 1) -> str:
-        """Create the topic ``<ns>.<name>.<run>`` for this experiment; returns its full name."""
+        """Create the topic ``<ns>.<name>.<run>`` for this experiment; returns its full name.
+
+        Asking again for a name this bus already made gives a *new*, empty topic
+        (``<ns>.<name>.<run>.2``, ...): a cell that sets up an experiment can run again and
+        start from offset 0, never reading the previous run's messages.
+        """
         require(isinstance(partitions, int) and 1 <= partitions <= 64,
                 f"partitions must be a whole number from 1 to 64, got {partitions!r}.")
         require(isinstance(name, str) and name.replace(".", "").replace("-", "").isalnum(),
                 f"A topic name is letters, digits, '.' and '-', got {name!r}.", "e.g. 'orders'")
-        full = broker.create_topic(f"{name}.{self.run_id}", partitions)
+        base = f"{name}.{self.run_id}"
+        uses = sum(t == broker.topic(base) or t.startswith(broker.topic(base) + ".")
+                   for t in self.topics)
+        full = broker.create_topic(base if not uses else f"{base}.{uses + 1}", partitions)
         self.topics.append(full)
         return full
 

@@ -63,6 +63,7 @@ class Store:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a ``SELECT``."""
         with self._lock:
+            self._check_open()
             return self._conn.execute(sql, params).fetchall()
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -128,10 +129,19 @@ class Stores:
         self.open: dict[str, Store] = {}
         remove_orphans()
 
-    def get(self, name: str) -> Store:
-        """The store called ``name`` (created empty on first use)."""
+    def get(self, name: str, fresh: bool = False) -> Store:
+        """The store called ``name`` (created empty on first use).
+
+        ``fresh=True`` closes and deletes an existing store of that name first, so an
+        experiment that sets itself up again starts from an empty database.
+        """
         require(isinstance(name, str) and name.isidentifier(),
                 f"A store name is a simple word, got {name!r}.", "e.g. 'orders'")
+        if fresh and name in self.open:
+            old = self.open.pop(name)
+            old.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{old.path}{suffix}").unlink(missing_ok=True)
         if name not in self.open:
             self.open[name] = Store(self.folder / f"{name}.sqlite")
         return self.open[name]

@@ -14,7 +14,9 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && ! $BIN/python -m labsupport broker s
   $BIN/python -m labsupport broker up
   started_broker=1
 fi
+hog=""
 cleanup() {
+  if [ -n "$hog" ]; then kill "$hog" 2>/dev/null || true; fi
   if [ "$started_broker" = 1 ]; then $BIN/python -m labsupport broker down || true; fi
 }
 trap cleanup EXIT
@@ -29,11 +31,15 @@ $BIN/python -m pytest -p no:cacheprovider -q --doctest-modules labsupport tests 
 # The verdicts are decided (and re-run when inconclusive) by the pytest notebook test above;
 # nbval and the browser check stored outputs and widgets, so an inconclusive claim only prints.
 export LAB_INCONCLUSIVE=warn
-echo "== notebooks (nbval)"
+echo "== notebooks (nbval), beside a CPU hog pinned to one core"
 shopt -s nullglob
 notebooks=(notebooks/*.ipynb solutions/*.ipynb)
+$BIN/python tests/cpu_hog.py 1800 &
+hog=$!
 $BIN/python -m pytest -p no:cacheprovider -q --nbval-lax --nbval-cell-timeout=300 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg "${notebooks[@]}"
+kill "$hog" 2>/dev/null || true
+hog=""
 
 # Separate run: Playwright's sync API keeps an event loop running in the main thread.
 echo "== browser (Playwright + Chromium + JupyterLab)"

@@ -136,7 +136,149 @@ def test_each_wrong_handle_gets_its_own_message(mistake, message, capsys):
 
 def test_messages_are_distinct():
     outs = {q1._evaluate(make_handle(mistake))[1] for mistake, _ in MISTAKES}
-    assert len(outs) == len(MISTAKES)
+    outs |= {q1._evaluate(in_memory(kind))[1] for kind, _ in IN_MEMORY}
+    assert len(outs) == len(MISTAKES) + len(IN_MEMORY)
+
+
+# Handlers that remember applied ids in process memory, written as a learner would in a
+# notebook cell: module-level state, the effect in its own transaction. Each passes a run in
+# one process (the redelivery and the re-published duplicate are skipped); only a restart,
+# which empties the process's memory, shows the payment applied twice.
+IN_MEMORY_SOURCES = {
+    "set": """
+seen = set()
+
+def handle(event, store, dlq):
+    pid = event.value["id"]
+    if pid in seen:
+        return
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with store.transaction() as tx:
+                apply_payment(tx, event.value)
+            seen.add(pid)
+            return
+        except Exception as error:
+            last = error
+    dlq(event.value, key=event.key, headers=headers_for(event, last))
+""",
+    "dict": """
+cache = {}
+
+def already(pid):
+    return cache.get(pid, False)
+
+def handle(event, store, dlq):
+    pid = event.value["id"]
+    if already(pid):
+        return
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with store.transaction() as tx:
+                apply_payment(tx, event.value)
+            cache[pid] = True
+            return
+        except Exception as error:
+            last = error
+    dlq(event.value, key=event.key, headers=headers_for(event, last))
+""",
+    "set, marked first": """
+def handle(event, store, dlq, done=set()):
+    pid = event.value["id"]
+    if pid in done:
+        return
+    done.add(pid)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with store.transaction() as tx:
+                apply_payment(tx, event.value)
+            return
+        except Exception as error:
+            last = error
+    dlq(event.value, key=event.key, headers=headers_for(event, last))
+""",
+}
+IN_MEMORY = [
+    ("set", "remembers what it applied in `seen` (a set), in the process's memory"),
+    ("dict", "remembers what it applied in `cache` (a dict), in the process's memory"),
+    ("set, marked first", "remembers what it applied in a default argument of handle (a set)"),
+]
+
+
+def in_memory(kind: str):
+    namespace = {"MAX_ATTEMPTS": MAX_ATTEMPTS, "apply_payment": apply_payment,
+                 "headers_for": headers_for, "__name__": "__main__"}
+    exec(IN_MEMORY_SOURCES[kind], namespace)
+    return namespace["handle"]
+
+
+@pytest.mark.parametrize("kind, message", IN_MEMORY)
+def test_dedup_in_process_memory_is_caught_by_a_restart(kind, message, capsys):
+    handle = in_memory(kind)
+    assert verdict(handle, capsys)[0] is False
+    ok, out = verdict(handle, capsys)   # twice: ids from the first check must not hide it
+    assert not ok and "the consumer process restarted" in out, out
+    assert message in out, out
+
+
+def test_the_check_leaves_the_learners_memory_alone(capsys):
+    namespace = {"MAX_ATTEMPTS": MAX_ATTEMPTS, "apply_payment": apply_payment,
+                 "headers_for": headers_for, "__name__": "__main__"}
+    exec(IN_MEMORY_SOURCES["set"], namespace)
+    verdict(namespace["handle"], capsys)
+    assert namespace["seen"] == set()   # every run used a fresh copy, as a new process would
+
+
+def test_a_memory_shortcut_in_front_of_the_table_passes_and_is_named(capsys):
+    namespace = {"MAX_ATTEMPTS": MAX_ATTEMPTS, "apply_payment": apply_payment,
+                 "headers_for": headers_for, "__name__": "__main__"}
+    exec("""
+recent = set()
+
+def handle(event, store, dlq):
+    pid = event.value["id"]
+    if pid in recent:
+        return
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with store.transaction() as tx:
+                if tx.execute("INSERT OR IGNORE INTO processed VALUES (?)", (pid,)).rowcount:
+                    apply_payment(tx, event.value)
+            recent.add(pid)
+            return
+        except Exception as error:
+            last = error
+    dlq(event.value, key=event.key, headers=headers_for(event, last))
+""", namespace)
+    ok, out = verdict(namespace["handle"], capsys)
+    assert ok, out
+    assert "`recent` (a set) in process memory is only a shortcut" in out, out
+
+
+def test_dead_lettering_a_malformed_payment_at_once_passes_and_says_why(capsys):
+    from labsupport.dead_letters import BadPayment
+
+    correct = make_handle(None)
+
+    def handle(event, store, dlq):
+        amount = event.value["amount"]
+        if not isinstance(amount, int):   # can never succeed: no point retrying
+            error = BadPayment(f"amount {amount!r} is not a whole number of cents")
+            dlq(event.value, key=event.key, headers=headers_for(event, error, attempts=0))
+            return
+        correct(event, store, dlq)
+
+    ok, out = verdict(handle, capsys)
+    assert ok, out
+    assert "dead-lettered after 0 tries, not 3" in out and "Better than the worked" in out, out
+    assert "BadPayment" in out, out
+
+
+def test_the_success_message_describes_the_solution(capsys):
+    ok, out = verdict(solution_function(), capsys)
+    assert ok, out
+    assert "tried 3 time(s) and dead-lettered" in out and "Better than" not in out, out
+    assert "only a shortcut" not in out and "database steps (1 transaction(s))" in out, out
 
 
 def test_a_handle_that_never_returns_is_reported(capsys, monkeypatch):
@@ -168,10 +310,11 @@ def test_wrong_shapes(capsys):
 
 
 def test_the_stream_has_the_cases_the_checker_claims():
-    events = payments_stream()
+    events = payments_stream("-x")
     ids = [e.value["id"] for e in events]
-    assert ids.count("p-6") == 2 and ids.count("p-7") == 2
-    p7 = [e.offset for e in events if e.value["id"] == "p-7"]
+    assert all(i.endswith("-x") for i in ids)
+    assert ids.count("p-6-x") == 2 and ids.count("p-7-x") == 2
+    p7 = [e.offset for e in events if e.value["id"] == "p-7-x"]
     assert len(set(p7)) == 2            # re-published: new offset
-    p6 = [e.offset for e in events if e.value["id"] == "p-6"]
+    p6 = [e.offset for e in events if e.value["id"] == "p-6-x"]
     assert len(set(p6)) == 1            # redelivered: same offset

@@ -13,6 +13,7 @@ from labsupport.errors import BadParameter, LabError
 from labsupport.faults import Faults
 from labsupport.lab import THREAD_NAME, Lab, LoadRun, Response
 from labsupport.metrics import Recorder
+from labsupport.services import fetch
 
 SCALE = 0.1
 
@@ -60,11 +61,22 @@ def test_run_and_submit_execute_on_the_loop_thread(lab):
 
 
 # ----- services -------------------------------------------------------------------------------
-def test_duplicate_service_name_raises(lab):
-    lab.service("payment")
-    with pytest.raises(BadParameter, match="payment"):
-        lab.service("payment", latency=5)
-    assert list(lab.services) == ["payment"]
+def test_a_service_of_the_same_name_is_replaced_so_cells_can_run_again(lab):
+    old = lab.service("payment")
+    old_url = old.url
+    assert lab.call(old).ok
+    new = lab.service("payment", latency=5)
+    assert list(lab.services) == ["payment"] and lab.services["payment"] is new
+    assert new.latency.mean_ms() == 5
+    assert lab.call(new).ok
+    gone = lab.run(fetch(lab.session, old_url, None, "payment"))
+    assert gone["status"] == -1 or old_url == new.url, "the old service still answers"
+
+
+def test_remove_stops_and_forgets_a_service(lab):
+    svc = lab.service("inventory")
+    assert lab.remove("inventory") is svc and "inventory" not in lab.services
+    assert lab.remove("inventory") is None
 
 
 @pytest.mark.parametrize("name", ["two words", "a-b", "", "1st", 7])
@@ -98,10 +110,12 @@ def test_chain_prefix_and_knobs(lab):
     assert lab.call(first).status == 500
 
 
-def test_chain_twice_clashes(lab):
-    lab.chain(2, latency=0)
-    with pytest.raises(BadParameter, match="s2"):
-        lab.chain(2, latency=0)
+def test_chain_twice_replaces_the_first_chain(lab):
+    first = lab.chain(2, latency=0)
+    second = lab.chain(2, latency=50)
+    assert [lab.services[n] for n in ("s1", "s2")] == second and second != first
+    assert second[0].calls == [second[1]]
+    assert lab.call(second[0]).ms >= 90
 
 
 @pytest.mark.parametrize("n", [0, -1, 2.5])

@@ -36,6 +36,17 @@ def test_topics_are_new_each_run_and_deleted_on_close(lab_at):
     assert second.bus.topic("orders") != name
 
 
+def test_asking_again_for_a_topic_gives_a_new_empty_one(lab_at):
+    lab = lab_at(1.0)
+    first = lab.bus.topic("orders")
+    lab.bus.publisher().send(first, {"n": 1}).result(10)
+    again = lab.bus.topic("orders")
+    third = lab.bus.topic("orders")
+    assert len({first, again, third}) == 3 and again.startswith(first)
+    assert lab.bus.end_offsets(first) == [1] and lab.bus.end_offsets(again) == [0]
+    assert lab.bus.topic("orders-dlq").endswith(f"orders-dlq.{lab.bus.run_id}")
+
+
 def test_publisher_acks_with_offsets_and_end_offsets_are_exact(lab_at):
     lab = lab_at(1.0)
     name = lab.bus.topic("acks")
@@ -189,3 +200,15 @@ def test_store_create_runs_every_schema_statement_once(lab_at):
     with pytest.raises(Exception, match="already exists"):
         store.create("CREATE TABLE d (x INTEGER)", "CREATE TABLE a (x INTEGER)")
     assert store.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'd'") == 0
+
+
+def test_a_fresh_store_starts_empty_and_the_old_connection_is_closed(lab_at):
+    lab = lab_at(1.0)
+    old = lab.store("ledger").create("CREATE TABLE t (id TEXT PRIMARY KEY)")
+    old.execute("INSERT INTO t VALUES ('a')")
+    assert lab.store("ledger") is old
+    new = lab.store("ledger", fresh=True).create("CREATE TABLE t (id TEXT PRIMARY KEY)")
+    new.execute("INSERT INTO t VALUES ('a')")  # no UNIQUE clash: the old rows are gone
+    assert new.scalar("SELECT COUNT(*) FROM t") == 1
+    with pytest.raises(LabError, match="closed"):
+        old.query("SELECT 1")

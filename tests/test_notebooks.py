@@ -1,6 +1,8 @@
-"""Every notebook runs twice in one kernel (re-runnable), and fails well with no broker."""
+"""Every code cell of every notebook runs twice in a row (re-runnable) with the same verdicts
+and nothing left behind; notebook 00 fails well with no broker."""
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -17,9 +19,19 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.notebooks
 
 LEAK_PROBE = """
-import threading
-print(sorted(t.name for t in threading.enumerate() if t.name.startswith("labsupport")))
+import json, os, threading
+import psutil
+me = psutil.Process()
+print(json.dumps({
+    "threads": sorted(t.name for t in threading.enumerate() if t.name.startswith("labsupport")),
+    "processes": sorted(f"{c.pid} {c.name()}" for c in me.children(recursive=True)
+                        if c.is_running() and c.status() != psutil.STATUS_ZOMBIE),
+    "ports": sorted(c.laddr.port for c in me.net_connections("inet")
+                    if c.status == psutil.CONN_LISTEN),
+}))
 """
+
+VERDICTS = ("PASS ", "FAIL ", "INCONCLUSIVE")
 
 
 def course_notebooks() -> list[Path]:
@@ -31,29 +43,53 @@ def error_outputs(cell) -> list[str]:
     return [f"{o.ename}: {o.evalue}" for o in cell.get("outputs", []) if o.output_type == "error"]
 
 
-def execute_twice(path, env_extra: dict[str, str] | None = None):
+def verdicts(cell) -> list[str]:
+    """The claims a cell printed, as "PASS name" / "FAIL name" (the measured numbers vary)."""
+    text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
+    return [line.split(": measured")[0] for line in text.splitlines() if line.startswith(VERDICTS)]
+
+
+def execute_every_cell_twice(path, env_extra: dict[str, str] | None = None):
+    """Run each code cell twice in a row, in order, as a learner re-running cells does.
+
+    Returns the notebook, the cells whose two runs printed different verdicts, and the leak
+    probe's findings (lab threads, child processes, listening ports after the last cell)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}})
     env = {**os.environ, **(env_extra or {})}
+    changed = []
     with client.setup_kernel(env=env):
-        for _ in range(2):
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type == "code":
-                    client.execute_cell(cell, index)
-        probe = nbformat.v4.new_code_cell(LEAK_PROBE)
-        nb.cells.append(probe)
-        client.execute_cell(probe, len(nb.cells) - 1)
-    return nb, probe
+        before = run_probe(client, nb)  # the kernel's own ports
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            client.execute_cell(cell, index)
+            first = verdicts(cell)
+            client.execute_cell(cell, index)
+            if verdicts(cell) != first:
+                changed.append((index, first, verdicts(cell)))
+        after = run_probe(client, nb)
+    leaks = {key: sorted(set(after[key]) - set(before[key])) for key in after}
+    return nb, changed, leaks
+
+
+def run_probe(client: NotebookClient, nb) -> dict[str, list]:
+    """Lab threads, live child processes and listening ports of the kernel, right now."""
+    probe = nbformat.v4.new_code_cell(LEAK_PROBE)
+    nb.cells.append(probe)
+    client.execute_cell(probe, len(nb.cells) - 1)
+    nb.cells.pop()
+    return json.loads("".join(o.get("text", "") for o in probe.outputs).strip())
 
 
 def execute_until_decided(path, attempts: int = 3):
-    """Run the notebook twice in one kernel; when a claim was inconclusive (its interval
-    straddled the line even after more samples), run it again rather than pass or fail
-    on noise. A FAIL is never retried."""
+    """Run every cell twice; when a claim was inconclusive (its interval straddled the line
+    even after more samples), run the notebook again rather than pass or fail on noise.
+    A FAIL is never retried."""
     for attempt in range(1, attempts + 1):
         try:
-            return execute_twice(path)
+            return execute_every_cell_twice(path)
         except CellExecutionError as err:
             if err.ename != "ClaimInconclusive" or attempt == attempts:
                 raise
@@ -63,12 +99,13 @@ def execute_until_decided(path, attempts: int = 3):
 
 
 @pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: p.name)
-def test_notebook_runs_twice_in_one_kernel_without_leaks(path, lab_broker):
-    nb, probe = execute_until_decided(path)
+def test_every_cell_runs_twice_in_a_row_with_the_same_verdicts_and_no_leaks(path, lab_broker):
+    nb, changed, leaks = execute_until_decided(path)
     errors = [e for cell in nb.cells for e in error_outputs(cell)]
     assert not errors, f"{path.name}: {errors}"
-    leaked = "".join(o.get("text", "") for o in probe.outputs).strip()
-    assert leaked == "[]", f"{path.name} leaves lab threads running after its last cell: {leaked}"
+    assert not changed, f"{path.name}: cells whose second run changed a verdict: {changed}"
+    assert leaks == {"threads": [], "processes": [], "ports": []}, (
+        f"{path.name} leaves lab threads, processes or ports behind after its last cell: {leaks}")
 
 
 def cell_seconds(cell) -> float:

@@ -16,23 +16,33 @@
 
 The checker needs no broker. It feeds ``handle`` a partition's worth of payments with a
 transient error (the first try fails with "database is locked"), a poison payment, an
-exact redelivery (same offset) and a re-published duplicate (same id, new offset); then it
-crashes the "process" after every single database step of one payment and delivers that
-payment again, as a consumer that commits after processing would. It counts: nothing lost,
-nothing applied twice, the poison in the DLQ with its headers, the rest processed.
+exact redelivery (same offset) and a re-published duplicate (same id, new offset). Then it
+restarts the "process": a fresh copy of ``handle`` whose process memory (module-level sets
+and dicts, closures, default arguments) is back to what it was when the check began, as after
+a real restart, and delivers an already applied payment to it. Last it crashes the process
+after every single database step of a fresh payment, restarts it and delivers that payment
+again, as a consumer that commits after processing would. Every check uses payment ids never
+seen before (a new suffix each time), so nothing remembered from an earlier run can hide a
+mistake. It counts: nothing lost, nothing applied twice, the poison in the DLQ with its
+headers, the rest processed.
 """
 from __future__ import annotations
 
+import collections
+import copy
 import inspect
+import secrets
 import sqlite3
 import tempfile
 import threading
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import progress
 from ..checks import LearnerRaised, NotYet, Question, Step
 from ..dead_letters import HEADERS, apply_payment, missing_headers, prepare_payments
 from ..messaging import Event
@@ -43,9 +53,10 @@ MAX_ATTEMPTS = 3           # tries before a message goes to the dead-letter queu
 TOPIC = "payments"
 SCENARIO_TIMEOUT_S = 10.0  # wall seconds; nothing in a check waits, so this means "stuck"
 STUCK_OPERATIONS = 60      # database operations for one message that mean "retrying forever"
-TRANSIENT = "p-2"          # its first database operation fails with "database is locked"
-POISON = "p-4"             # amount "lots": can never be applied
-CRASH_TARGET = "p-1"       # the payment the crash runs are made on
+TRANSIENT = 2              # p-2: its first database operation fails with "database is locked"
+POISON = 4                 # p-4: amount "lots", can never be applied
+RESTART_TARGET = 20        # p-20: applied, then delivered again to a restarted process
+CRASH_TARGETS = 30         # p-31, p-32, ...: one fresh payment per crash run
 
 __all__ = ["q1", "QUESTIONS", "MAX_ATTEMPTS", "apply_payment", "prepare_payments", "HEADERS",
            "payments_stream", "CheckStore", "RecordingDLQ"]
@@ -59,25 +70,36 @@ class _Stuck(BaseException):
     """Raised by the checker's store when one message took too many operations."""
 
 
-def payment(i: int, amount: Any = None) -> dict[str, Any]:
-    """Payment ``p-i``: account ``acct-i`` (one account per payment, so each balance counts
-    how many times its payment was applied), ``100 + i`` cents unless ``amount`` is given."""
-    return {"id": f"p-{i}", "account": f"acct-{i}", "amount": 100 + i if amount is None
-            else amount}
+def payment(i: int, amount: Any = None, suffix: str = "") -> dict[str, Any]:
+    """Payment ``p-i`` (plus ``suffix``, e.g. ``p-6-3fa2``): account ``acct-i`` (one account
+    per payment, so each balance counts how many times its payment was applied), ``100 + i``
+    cents unless ``amount`` is given."""
+    return {"id": f"p-{i}{suffix}", "account": f"acct-{i}",
+            "amount": 100 + i if amount is None else amount}
 
 
-def payments_stream() -> list[Event]:
+def fresh_suffix() -> str:
+    """A suffix no earlier check used: ids from a previous run must not look familiar."""
+    return f"-{secrets.token_hex(3)}"
+
+
+def payments_stream(suffix: str = "") -> list[Event]:
     """The deliveries the checker makes, in order (offsets as a partition would have them).
 
     p-0 .. p-7 (p-4 is poison), then p-6 again at offset 6 (a redelivery after a crash),
     then p-7 re-published at offset 8 (a producer retry: same id, new offset), then p-8.
     """
-    values = [payment(i, "lots" if f"p-{i}" == POISON else None) for i in range(8)]
+    values = [payment(i, "lots" if i == POISON else None, suffix) for i in range(8)]
     events = [Event(TOPIC, 0, i, v["account"], v) for i, v in enumerate(values)]
     events.append(events[6])
     events.append(Event(TOPIC, 0, 8, values[7]["account"], values[7]))
-    events.append(Event(TOPIC, 0, 9, "acct-8", payment(8)))
+    events.append(Event(TOPIC, 0, 9, "acct-8", payment(8, None, suffix)))
     return events
+
+
+def number_of(payment_id: str) -> int:
+    """``i`` of payment ``p-i`` (with or without a suffix)."""
+    return int(payment_id.split("-")[1])
 
 
 # ----- the checker's store and DLQ -------------------------------------------------------------
@@ -107,8 +129,9 @@ class CheckStore:
         self.crash_at: int | None = None
         self.steps = 0
         self.crashed = False
-        self.fail_next: str | None = None
+        self.fail_next: int | None = None
         self.operations = 0
+        self.transactions = 0
         self.tries: dict[str, int] = {}
         self.current: Event | None = None
 
@@ -118,6 +141,7 @@ class CheckStore:
         self._touch()
         with self.store.transaction() as conn:
             yield _Tx(conn, self)
+        self.transactions += 1
         self._step()
 
     def execute(self, sql: str, params: Any = ()) -> int:
@@ -141,7 +165,7 @@ class CheckStore:
         if self.operations > STUCK_OPERATIONS:
             raise _Stuck()
         if self.fail_next is not None and self.current is not None and \
-                self.current.value.get("id") == self.fail_next:
+                number_of(self.current.value.get("id")) == self.fail_next:
             self.fail_next = None
             raise sqlite3.OperationalError("database is locked")
 
@@ -158,7 +182,7 @@ class CheckStore:
 
     def applied(self, payment_id: str) -> int:
         """How many times payment ``p-i`` was applied (its account's balance / amount)."""
-        i = int(payment_id.split("-")[1])
+        i = number_of(payment_id)
         cents = self.store.scalar("SELECT cents FROM balances WHERE account = ?", (f"acct-{i}",))
         return (cents or 0) // (100 + i)
 
@@ -220,14 +244,166 @@ def _in_thread(work: Callable[[], None]) -> None:
         raise box["error"]
 
 
+# ----- a restart: the process's memory is lost -------------------------------------------------
+_STATE_TYPES = (set, dict, list, bytearray, collections.deque)
+
+
+def _is_state(value: Any, module: str) -> bool:
+    """Memory a process holds and a restart empties: containers, and objects of the learner's
+    own classes (their attributes)."""
+    if isinstance(value, _STATE_TYPES):
+        return True
+    kind = type(value)
+    return (kind.__module__ == module and hasattr(value, "__dict__")
+            and not isinstance(value, (type, types.FunctionType, types.ModuleType)))
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """Global names a function's code (and the code nested in it) looks up."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        if hasattr(a, "__dict__") and not isinstance(a, _STATE_TYPES):
+            return vars(a) == vars(b)
+        return bool(a == b)
+    except Exception:  # an odd object: count it as changed, it is only used in a message
+        return False
+
+
+def _article(value: Any) -> str:
+    name = type(value).__name__
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
+
+
+class _ProcessImage:
+    """What a new process starts with: ``handle``'s code, and its memory (module-level sets
+    and dicts it uses, closures, default arguments, attributes) as it was when the check
+    began. :meth:`start` makes a fresh copy: a process just (re)started."""
+
+    def __init__(self, answer: Callable[..., Any]) -> None:
+        self.answer = answer
+        self.start_memory: dict[tuple[str, ...], Any] = {}
+        self.where: dict[tuple[str, ...], str] = {}
+        self.functions: list[types.FunctionType] = []
+        if not isinstance(answer, types.FunctionType):
+            self._keep(("object",), answer, "the handler object's attributes")
+            return
+        module, space = answer.__module__, answer.__globals__
+        todo, names = [answer], set()
+        while todo:   # handle, and the functions of the same notebook it calls
+            fn = todo.pop()
+            self.functions.append(fn)
+            names |= _code_names(fn.__code__)
+            todo += [v for n, v in space.items() if n in names and isinstance(
+                v, types.FunctionType) and v.__globals__ is space and v not in self.functions
+                and v not in todo]
+        for name in sorted(names):
+            if name in space and _is_state(space[name], module):
+                self._keep(("global", name), space[name], f"`{name}`")
+        for index, fn in enumerate(self.functions):
+            self._keep_function(index, fn, module)
+
+    def _keep(self, key: tuple[str, ...], value: Any, where: str) -> None:
+        try:
+            self.start_memory[key] = copy.deepcopy(value)
+        except Exception:  # cannot be copied (a lock, a connection): not the process's memory
+            return
+        self.where[key] = where
+
+    def _keep_function(self, index: int, fn: types.FunctionType, module: str) -> None:
+        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            if _is_state(value, module):
+                self._keep(("cell", str(index), var), value,
+                           f"`{var}` (in the closure of {fn.__name__})")
+        for i, value in enumerate(fn.__defaults__ or ()):
+            if _is_state(value, module):
+                self._keep(("default", str(index), str(i)), value,
+                           f"a default argument of {fn.__name__}")
+        for attr, value in vars(fn).items():
+            if _is_state(value, module):
+                self._keep(("attr", str(index), attr), value, f"`{fn.__name__}.{attr}`")
+
+    def start(self) -> _Process:
+        """A freshly started process: a new handle with a new copy of the memory."""
+        memory = {key: copy.deepcopy(value) for key, value in self.start_memory.items()}
+        if not self.functions:
+            handle = memory.get(("object",), self.answer)
+            return _Process(handle, memory, self)
+        space = dict(self.functions[0].__globals__)
+        space.update({key[1]: value for key, value in memory.items() if key[0] == "global"})
+        built = [self._rebuild(i, fn, space, memory) for i, fn in enumerate(self.functions)]
+        for fn, new in zip(self.functions[1:], built[1:], strict=True):
+            space[fn.__name__] = new
+        return _Process(built[0], memory, self)
+
+    @staticmethod
+    def _rebuild(index: int, fn: types.FunctionType, space: dict[str, Any],
+                 memory: dict[tuple[str, ...], Any]) -> types.FunctionType:
+        cells = []
+        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True):
+            key = ("cell", str(index), var)
+            cells.append(types.CellType(memory[key]) if key in memory else cell)
+        defaults = tuple(memory.get(("default", str(index), str(i)), value)
+                         for i, value in enumerate(fn.__defaults__ or ()))
+        new = types.FunctionType(fn.__code__, space, fn.__name__, defaults or None,
+                                 tuple(cells) or None)
+        new.__kwdefaults__ = fn.__kwdefaults__
+        for attr, value in vars(fn).items():
+            setattr(new, attr, memory.get(("attr", str(index), attr), value))
+        return new
+
+
+@dataclass
+class _Process:
+    """One run of the consumer process: its handle and the memory it started with."""
+
+    handle: Callable[..., Any]
+    memory: dict[tuple[str, ...], Any]
+    image: _ProcessImage
+
+    def remembered(self) -> list[str]:
+        """Where this process kept something in memory ("`seen` (a set)")."""
+        start = self.image.start_memory
+        return [f"{self.image.where[key]} ({_article(value)})" for key, value in
+                self.memory.items() if not _same(value, start[key])]
+
+
+# ----- the step ----------------------------------------------------------------------------
+@dataclass
+class _Seen:
+    """What the learner's handle did, for the success message."""
+
+    poison_tries: int = 0
+    poison_error: str = ""
+    steps: int = 0
+    transactions: int = 0
+    memory: list[str] = field(default_factory=list)
+
+
 class _HandleStep(Step):
-    """The clean run, then a crash after every step of one payment."""
+    """The clean run, a restart, then a crash after every step of a fresh payment."""
+
+    def __init__(self) -> None:
+        self.seen = _Seen()
 
     def run(self, answer: Any) -> None:
         self._interface(answer)
+        self.seen = _Seen()
+        image, suffix = _ProcessImage(answer), fresh_suffix()
         with tempfile.TemporaryDirectory(prefix="check06-") as folder:
-            self._clean(answer, Path(folder))
-            self._crashes(answer, Path(folder))
+            self._clean(image, Path(folder), suffix)
+            self._restart(image, Path(folder), suffix)
+            self._crashes(image, Path(folder), suffix)
 
     @staticmethod
     def _interface(answer: Any) -> None:
@@ -242,48 +418,50 @@ class _HandleStep(Step):
             pass
 
     # the clean run --------------------------------------------------------------------------
-    def _clean(self, handle: Callable[..., Any], folder: Path) -> None:
+    def _clean(self, image: _ProcessImage, folder: Path, suffix: str) -> None:
         store = CheckStore(folder / "clean.sqlite")
         store.fail_next = TRANSIENT
         run = _Run(store, RecordingDLQ(store))
-        events = payments_stream()
+        events, process = payments_stream(suffix), image.start()
 
         def work() -> None:
             for event in events:
-                _deliver(handle, run, event)
+                _deliver(process.handle, run, event)
 
         try:
             _in_thread(lambda: _guard(work))
-            self._judge_clean(run)
+            self._judge_clean(run, suffix)
         finally:
             store.store.close()
+        self.seen.memory = process.remembered()
 
-    @staticmethod
-    def _judge_clean(run: _Run) -> None:
+    def _judge_clean(self, run: _Run, suffix: str) -> None:
         store, letters = run.store, run.dlq.letters
         for event, error in run.escaped:
-            pid = event.value["id"]
-            if pid == POISON:
+            pid, i = event.value["id"], number_of(event.value["id"])
+            if i == POISON:
                 raise NotYet(f"handle let the poison payment's error escape ({error!r}). In a "
                              "consumer that stops the partition: the message is never "
                              "committed, so it comes back forever and nothing behind it is "
                              "processed. After MAX_ATTEMPTS tries, send it to dlq and return.")
-            if pid == TRANSIENT:
+            if i == TRANSIENT:
                 raise NotYet(f"a payment whose first try failed with a passing error ({error!r}) "
                              "made handle raise. Catch the error and try again, up to "
                              "MAX_ATTEMPTS times: most failures are brief.")
             raise NotYet(f"handle raised {error!r} on payment {pid} (offset {event.offset}).")
-        dead_ids = [str((letter["value"] or {}).get("id")) if isinstance(letter["value"], dict)
-                    else repr(letter["value"]) for letter in letters]
-        if TRANSIENT in dead_ids:
-            raise NotYet(f"payment {TRANSIENT} failed once (database is locked), and you sent it "
+        dead = [number_of(str(letter["value"].get("id"))) if isinstance(letter["value"], dict)
+                and str(letter["value"].get("id", "")).startswith("p-") else None
+                for letter in letters]
+        transient, poison = f"p-{TRANSIENT}{suffix}", f"p-{POISON}{suffix}"
+        if TRANSIENT in dead:
+            raise NotYet(f"payment {transient} failed once (database is locked), and you sent it "
                          "to the dead-letter queue. Retry first: dead-letter only after "
                          "MAX_ATTEMPTS failed tries.")
-        if store.applied(TRANSIENT) == 0:
-            raise NotYet(f"payment {TRANSIENT} failed once (database is locked) and was never "
+        if store.applied(transient) == 0:
+            raise NotYet(f"payment {transient} failed once (database is locked) and was never "
                          "applied or dead-lettered: it is lost. Try again after a failure.")
-        if POISON not in dead_ids:
-            if store.marked(POISON):
+        if POISON not in dead:
+            if store.marked(poison):
                 raise NotYet("the poison payment is marked as processed but was neither applied "
                              "nor dead-lettered: you record the id *before* the effect, in its "
                              "own transaction, so the retry thought it was done. Record the id "
@@ -291,72 +469,116 @@ class _HandleStep(Step):
             raise NotYet("the poison payment vanished: it was not applied and nothing was sent "
                          "to dlq. Dropping it silently loses a payment; dead-letter it so a "
                          "person can fix it.")
-        tries = store.tries.get("acct-4", 0)
-        if tries != MAX_ATTEMPTS:
+        tries = store.tries.get(f"acct-{POISON}", 0)
+        if tries not in (0, 1, MAX_ATTEMPTS):
             raise NotYet(f"you tried the poison payment {tries} time(s) before dead-lettering it; "
                          f"try exactly MAX_ATTEMPTS ({MAX_ATTEMPTS}) times, each in its own "
                          "transaction.")
-        dupes = [d for d in dead_ids if d not in (POISON,)]
+        dupes = sorted({f"p-{i}{suffix}" if i is not None else "?" for i in dead
+                        if i != POISON})
         if dupes:
-            raise NotYet(f"you dead-lettered {sorted(set(dupes))}: a message you have already "
+            raise NotYet(f"you dead-lettered {dupes}: a message you have already "
                          "applied is not an error. Check whether its id is in `processed` and "
                          "return quietly.")
-        letter = letters[dead_ids.index(POISON)]
+        letter = letters[dead.index(POISON)]
+        self._judge_letter(letter, tries, suffix)
+        self._judge_counts(store, suffix)
+        self.seen.poison_tries = tries
+        self.seen.poison_error = str(letter["headers"].get("error-type", ""))
+
+    @staticmethod
+    def _judge_letter(letter: dict[str, Any], tries: int, suffix: str) -> None:
         missing = missing_headers(letter["headers"])
         if missing:
             raise NotYet(f"the dead letter has no {', '.join(missing)} header(s). Whoever "
                          "reads the dead-letter topic needs the error, the original topic, "
                          "partition and offset, and how many attempts were made.")
-        if letter["value"] != payment(4, "lots"):
+        if letter["value"] != payment(POISON, "lots", suffix):
             raise NotYet("send the original event.value to dlq (unchanged), so it can be "
                          "re-published once fixed.")
-        if str(letter["headers"].get("attempts")) != str(MAX_ATTEMPTS) or \
-                str(letter["headers"].get("original-offset")) != "4":
-            raise NotYet("the dead letter's headers say attempts="
-                         f"{letter['headers'].get('attempts')!r}, original-offset="
+        attempts = ("0", "1") if tries == 0 else (str(tries),)
+        said = letter["headers"].get("attempts")
+        if str(said) not in attempts or str(letter["headers"].get("original-offset")) != "4":
+            raise NotYet(f"the dead letter's headers say attempts={said!r}, original-offset="
                          f"{letter['headers'].get('original-offset')!r}; expected "
-                         f"'{MAX_ATTEMPTS}' and '4' (event.offset), as text.")
-        twice_redelivered, twice_republished = store.applied("p-6"), store.applied("p-7")
-        if twice_redelivered > 1:
-            raise NotYet("payment p-6 was delivered twice (a redelivery after a crash) and "
-                         "applied twice. Record each message id in `processed` and skip an id "
-                         "you have seen.")
-        if twice_republished > 1:
-            raise NotYet("payment p-7 was published twice (a producer retry: same id, new "
-                         "offset) and applied twice. Deduplicate by the message's own id, "
+                         f"'{attempts[-1]}' (the tries you made) and '4' (event.offset), as "
+                         "text.")
+
+    @staticmethod
+    def _judge_counts(store: CheckStore, suffix: str) -> None:
+        if store.applied(f"p-6{suffix}") > 1:
+            raise NotYet(f"payment p-6{suffix} was delivered twice (a redelivery after a "
+                         "crash) and applied twice. Record each message id in `processed` "
+                         "and skip an id you have seen.")
+        if store.applied(f"p-7{suffix}") > 1:
+            raise NotYet(f"payment p-7{suffix} was published twice (a producer retry: same id, "
+                         "new offset) and applied twice. Deduplicate by the message's own id, "
                          "event.value['id'], not by its offset.")
         for i in (0, 1, 2, 3, 5, 6, 7, 8):
-            times = store.applied(f"p-{i}")
+            times = store.applied(f"p-{i}{suffix}")
             if times != 1:
-                raise NotYet(f"payment p-{i} was applied {times} times; every good payment "
-                             "must be applied exactly once (the ones after the poison too).")
+                raise NotYet(f"payment p-{i}{suffix} was applied {times} times; every good "
+                             "payment must be applied exactly once (the ones after the poison "
+                             "too).")
 
-    # crash after each step -------------------------------------------------------------------
-    def _crashes(self, handle: Callable[..., Any], folder: Path) -> None:
-        event = next(e for e in payments_stream() if e.value["id"] == CRASH_TARGET)
-        probe = CheckStore(folder / "probe.sqlite")
+    # a restart between two deliveries ---------------------------------------------------------
+    def _restart(self, image: _ProcessImage, folder: Path, suffix: str) -> None:
+        value = payment(RESTART_TARGET, None, suffix)
+        event = Event(TOPIC, 0, 10, value["account"], value)
+        store = CheckStore(folder / "restart.sqlite")
+        first, second = image.start(), image.start()
+        run = _Run(store, RecordingDLQ(store))
         try:
-            _in_thread(lambda: _guard(lambda: _deliver(handle, _Run(probe, RecordingDLQ()),
-                                                        event)))
-            steps = probe.steps
+            _in_thread(lambda: _guard(lambda: _deliver(first.handle, run, event)))
+            _in_thread(lambda: _guard(lambda: _deliver(second.handle, run, event)))
+            times = store.applied(value["id"])
+        finally:
+            store.store.close()
+        if run.escaped:
+            raise NotYet(f"handle raised {run.escaped[0][1]!r} on payment {value['id']}, a "
+                         "payment it had applied before the process restarted.")
+        if times > 1:
+            remembered = first.remembered()
+            where = (f"Your handler remembers what it applied in {remembered[0]}, in the "
+                     "process's memory, and a restart empties it. " if remembered else
+                     "Whatever told the first process it had applied the payment did not "
+                     "survive the restart. ")
+            raise NotYet(f"payment {value['id']} was applied; then the consumer process "
+                         "restarted (a deploy, a crash: its memory is gone) and the message "
+                         "came again, as it does when the offset was not committed yet, and "
+                         f"the new process applied it a second time. {where}Record the id in "
+                         "the `processed` table, in the same transaction as apply_payment: "
+                         "the database is what outlives the process.")
+
+    # crash after each step ---------------------------------------------------------------------
+    def _crashes(self, image: _ProcessImage, folder: Path, suffix: str) -> None:
+        value = payment(CRASH_TARGETS, None, suffix)
+        probe = CheckStore(folder / "probe.sqlite")
+        process = image.start()
+        try:
+            _in_thread(lambda: _guard(lambda: _deliver(
+                process.handle, _Run(probe, RecordingDLQ()),
+                Event(TOPIC, 0, 11, value["account"], value))))
+            self.seen.steps, self.seen.transactions = probe.steps, probe.transactions
         finally:
             probe.store.close()
-        for crash_at in range(1, steps + 1):
+        for crash_at in range(1, self.seen.steps + 1):
+            target = payment(CRASH_TARGETS + crash_at, None, suffix)
+            event = Event(TOPIC, 0, 11 + crash_at, target["account"], target)
             store = CheckStore(folder / f"crash{crash_at}.sqlite")
             store.crash_at = crash_at
-            run = _Run(store, RecordingDLQ(store))
             try:
-                self._crash_once(handle, run, event, crash_at)
+                self._crash_once(image, _Run(store, RecordingDLQ(store)), event, crash_at)
             finally:
                 store.store.close()
 
     @staticmethod
-    def _crash_once(handle: Callable[..., Any], run: _Run, event: Event, crash_at: int) -> None:
-        store = run.store
+    def _crash_once(image: _ProcessImage, run: _Run, event: Event, crash_at: int) -> None:
+        store, pid = run.store, event.value["id"]
 
         def work() -> None:
             try:
-                _deliver(handle, run, event)
+                _deliver(image.start().handle, run, event)
             except Crash:
                 pass
             if not store.crashed:
@@ -365,20 +587,42 @@ class _HandleStep(Step):
                 raise NotYet("handle kept going after the checker's simulated crash: an "
                              "`except BaseException` (or a bare `except:`) swallowed it. "
                              "Catch Exception only.")
-            _deliver(handle, run, event)   # the redelivery after the restart
+            _deliver(image.start().handle, run, event)   # the restarted process: redelivery
 
         _in_thread(lambda: _guard(work))
-        times = store.applied(CRASH_TARGET)
+        times = store.applied(pid)
         if times > 1:
             raise NotYet(f"the process crashed after database step {crash_at} of payment "
-                         f"{CRASH_TARGET} (the effect was committed, its id was not) and the "
+                         f"{pid} (the effect was committed, its id was not) and the "
                          "redelivery applied it again. The effect and the id must commit "
                          "together: put both in one `with store.transaction() as tx:`.")
         if times == 0:
             raise NotYet(f"the process crashed after database step {crash_at} of payment "
-                         f"{CRASH_TARGET} (its id was committed, the effect was not) and the "
+                         f"{pid} (its id was committed, the effect was not) and the "
                          "redelivery skipped it: the payment is lost. Record the id in the "
                          "same transaction as the effect, not before it.")
+
+    def said(self) -> str:
+        """The success message, from what this handle did."""
+        s = self.seen
+        commits = f"{s.steps} database steps ({s.transactions} transaction(s))"
+        poison = (f"the poison tried {s.poison_tries} time(s) and dead-lettered with its "
+                  "headers")
+        if s.poison_tries < MAX_ATTEMPTS:
+            poison = (f"the poison dead-lettered after {s.poison_tries} tr"
+                      f"{'y' if s.poison_tries == 1 else 'ies'}, not {MAX_ATTEMPTS}, with its "
+                      f"headers. Better than the worked solution: its {s.poison_error or 'error'}"
+                      " (the amount is not a number) is a fact about the message, so no retry "
+                      "could pass and retrying only holds the partition up; you still retried "
+                      "the passing 'database is locked'")
+        memory = (f" Your {', '.join(s.memory)} in process memory is only a shortcut: after "
+                  "the restart the `processed` table decided." if s.memory else "")
+        return (f"each payment applied exactly once: a redelivery (same offset) and a "
+                f"re-published duplicate (new offset) skipped by id; after a restart (process "
+                f"memory lost) the ledger still knew the payment; a crash after each of your "
+                f"{commits} lost nothing and doubled nothing, because the effect and the id "
+                f"commit together. The passing error was retried; {poison}; the rest of the "
+                f"partition processed.{memory}")
 
 
 def _guard(work: Callable[[], None]) -> None:
@@ -391,12 +635,23 @@ def _guard(work: Callable[[], None]) -> None:
                      "it.") from None
 
 
-q1 = Question(
+class _HandleQuestion(Question):
+    """q1, whose success message says what the learner's handle did."""
+
+    def _evaluate(self, answer: Any) -> tuple[str, str]:
+        status, message = super()._evaluate(answer)
+        if status == progress.DONE:
+            return status, _STEP.said()
+        return status, message
+
+
+_STEP = _HandleStep()
+q1 = _HandleQuestion(
     id="q1", module=MODULE, title="an idempotent consumer with a dead-letter queue",
     name="handle",
     what="a function handle(event, store, dlq) that applies each payment once and "
          "dead-letters poison",
-    steps=[_HandleStep()],
+    steps=[_STEP],
     hints=[
         "Two jobs. Exactly once: in ONE `with store.transaction() as tx:`, insert "
         "event.value['id'] into `processed` (INSERT OR IGNORE: rowcount 0 means seen before, "
@@ -410,10 +665,7 @@ q1 = Question(
         "'original-offset': str(event.offset), 'attempts': str(MAX_ATTEMPTS)}. Catch "
         "Exception, never BaseException, and dedup by the id in the value, not the offset.",
     ],
-    success="each payment applied exactly once through redeliveries, re-published duplicates "
-            "and a crash after every database step; the passing error retried; the poison "
-            "tried 3 times and dead-lettered with its headers; the rest of the partition "
-            "processed.",
+    success="",   # built from what the handle did: _HandleStep.said()
 )
 
 QUESTIONS = [q1]
