@@ -169,7 +169,7 @@ class Lab:
         ``method="POST", json={...}`` sends a body (for custom ``routes``); ``headers`` are
         sent as given.
         """
-        timeout = load._timeout(timeout_ms) if timeout_ms else None
+        timeout = load.client_timeout(timeout_ms) if timeout_ms else None
         result = self.run(fetch(self.session, target.url + path, timeout, target.name,
                                 method, json, headers))
         return Response(result["status"], result["ms"], result["body"])

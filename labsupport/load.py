@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -22,7 +25,8 @@ from .services import fetch
 from .settings import to_model, to_wall
 
 
-def _timeout(timeout_ms: float) -> aiohttp.ClientTimeout:
+def client_timeout(timeout_ms: float) -> aiohttp.ClientTimeout:
+    """An aiohttp timeout of ``timeout_ms`` model ms (so it scales with ``LAB_TIME_SCALE``)."""
     require(timeout_ms > 0, f"timeout_ms must be above 0, got {timeout_ms}.")
     return aiohttp.ClientTimeout(total=to_wall(timeout_ms / 1000))
 
@@ -45,23 +49,81 @@ def arrival_times(rate: float, duration: float, poisson: bool = False,
         times.append(t)
 
 
+@dataclass(frozen=True)
+class Shot:
+    """One request of an open-loop run, as the user saw it.
+
+    ``t`` is the scheduled send time (model s since the run began), ``ms`` the model ms
+    from that scheduled time to the answer (so a generator that fell behind cannot hide
+    the wait), ``status`` the HTTP status (0 timeout, -1 refused), ``body`` the JSON answer,
+    ``headers`` the answer's headers, ``sent`` the request body and ``index`` its place in
+    the schedule.
+    """
+
+    index: int
+    t: float
+    ms: float
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    sent: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+Body = Callable[[int, float], Any]
+"""``body(index, t)``: the JSON body of the request scheduled ``index``-th, at model ``t``."""
+
+
+async def fire(session: aiohttp.ClientSession, url: str, times: Sequence[float], *,
+               method: str = "GET", body: Body | None = None, data: bytes | None = None,
+               timeout_ms: float = 10_000, stop: threading.Event | None = None,
+               on_shot: Callable[[Shot], None] | None = None,
+               start: float | None = None) -> list[Shot]:
+    """Send one request at each model time in ``times`` (open loop) and return the shots.
+
+    Every request leaves on schedule whatever happened to earlier ones. ``body(i, t)``
+    gives each request its JSON body (``data`` sends the same raw bytes each time);
+    ``on_shot`` sees each answer as it arrives (for live views); ``start`` is the loop time
+    the schedule counts from (now, by default), so two runs can share one clock.
+    """
+    require(method.isalpha(), f"method must be an HTTP verb such as 'POST', got {method!r}.")
+    timeout, loop = client_timeout(timeout_ms), asyncio.get_running_loop()
+    start = loop.time() if start is None else start
+    tasks: list[asyncio.Task[Shot]] = []
+    for index, t in enumerate(times):
+        due = start + to_wall(t)
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        if stop is not None and stop.is_set():
+            break
+        sent = body(index, t) if body else None
+        tasks.append(asyncio.create_task(
+            _shot(session, url, timeout, index, t, due, method, sent, data, on_shot)))
+    return list(await asyncio.gather(*tasks))
+
+
+async def _shot(session: aiohttp.ClientSession, url: str, timeout: aiohttp.ClientTimeout,
+                index: int, t: float, due: float, method: str, sent: Any, data: bytes | None,
+                on_shot: Callable[[Shot], None] | None) -> Shot:
+    result = await fetch(session, url, timeout, method=method, json=sent, data=data,
+                         with_headers=True)
+    # Measured from the scheduled send time, not from when we got round to sending.
+    ms = to_model(asyncio.get_running_loop().time() - due) * 1000
+    shot = Shot(index, t, ms, result["status"], result["body"], result["headers"], sent)
+    if on_shot is not None:
+        on_shot(shot)
+    return shot
+
+
 async def open_loop(session: aiohttp.ClientSession, url: str, rate: float, duration: float,
                     recorder: Recorder, timeout_ms: float = 10_000, poisson: bool = False,
                     seed: int | str = 0, stop: threading.Event | None = None) -> Recorder:
     """Send requests to ``url`` at ``rate``/s for ``duration`` s; record into ``recorder``."""
-    timeout, loop = _timeout(timeout_ms), asyncio.get_running_loop()
-    start, tasks = loop.time(), set()
-    for t in arrival_times(rate, duration, poisson, seed):
-        delay = start + to_wall(t) - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if stop is not None and stop.is_set():
-            break
-        task = asyncio.create_task(_timed(session, url, timeout, recorder, t, start + to_wall(t)))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
+    await fire(session, url, arrival_times(rate, duration, poisson, seed), stop=stop,
+               timeout_ms=timeout_ms, on_shot=lambda s: recorder.record(s.t, s.ms, s.status))
     return recorder
 
 
@@ -72,7 +134,7 @@ async def closed_loop(session: aiohttp.ClientSession, url: str, users: int, requ
     require(isinstance(users, int) and users >= 1, f"users must be 1 or more, got {users!r}.")
     require(isinstance(requests, int) and requests >= 1,
             f"requests must be 1 or more, got {requests!r}.")
-    timeout, loop = _timeout(timeout_ms), asyncio.get_running_loop()
+    timeout, loop = client_timeout(timeout_ms), asyncio.get_running_loop()
     start, remaining = loop.time(), [requests]
 
     async def user() -> None:

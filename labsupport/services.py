@@ -315,21 +315,27 @@ def _positive_or_none(value: Any, name: str) -> float | None:
 async def fetch(session: aiohttp.ClientSession, url: str,
                 timeout: aiohttp.ClientTimeout | None, name: str = "",
                 method: str = "GET", json: Any = None,
-                headers: dict[str, str] | None = None) -> dict[str, Any]:
+                headers: dict[str, str] | None = None, data: bytes | None = None,
+                with_headers: bool = False) -> dict[str, Any]:
     """GET (or ``method``) ``url``; returns status (0 timeout, -1 refused), model ms, body.
 
-    ``headers`` are sent as given (e.g. a W3C ``traceparent`` for tracing).
+    ``json`` sends a JSON body, ``data`` raw bytes; ``headers`` are sent as given (e.g. a W3C
+    ``traceparent`` for tracing). ``with_headers=True`` adds the answer's headers under
+    ``"headers"``.
     """
     start = time.perf_counter()
-    status, body = -1, None
+    status, body, answer_headers = -1, None, {}
     try:
-        async with session.request(method, url, json=json, headers=headers,
+        async with session.request(method, url, json=json, data=data, headers=headers,
                                    timeout=timeout or aiohttp.ClientTimeout()) as resp:
-            status = resp.status
+            status, answer_headers = resp.status, dict(resp.headers)
             body = await resp.json(content_type=None)
     except asyncio.TimeoutError:
         status = 0
     except (aiohttp.ClientError, OSError, ValueError):
         status = -1 if status == -1 else status
     ms = to_model(time.perf_counter() - start) * 1000
-    return {"service": name, "status": status, "ms": round(ms, 3), "body": body}
+    result = {"service": name, "status": status, "ms": round(ms, 3), "body": body}
+    if with_headers:
+        result["headers"] = answer_headers
+    return result

@@ -205,3 +205,22 @@ def test_doctor_passes_with_the_lab_broker(lab_broker):
     done = run_cli("doctor")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[OK]   broker" in done.stdout and "[FAIL]" not in done.stdout
+
+
+def test_one_broker_identity_with_what_the_embedded_broker_cannot_show(monkeypatch, tmp_path):
+    from labsupport import broker
+    from labsupport.broker import kind as ident
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    who = broker.identity()
+    assert who.kind == "env" and who.real_kafka and who.cannot_show == ()
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    monkeypatch.setattr(ident.resolve, "resolve", lambda start: None)
+    nobody = broker.identity()
+    assert nobody.kind == "none" and not nobody.real_kafka
+    monkeypatch.setattr(ident.resolve, "resolve",
+                        lambda start: broker.BrokerRecord(kind="embedded",
+                                                          bootstrap="127.0.0.1:2"))
+    embedded = broker.identity()
+    assert "retention" in " ".join(embedded.cannot_show)
+    assert "Kafka container" in embedded.skip_note("log compaction")

@@ -57,7 +57,7 @@ def test_arrival_parameters_checked(rate, duration):
 
 def test_timeout_must_be_positive():
     with pytest.raises(BadParameter, match="timeout_ms"):
-        load._timeout(0)
+        load.client_timeout(0)
 
 
 # ----- open loop ----------------------------------------------------------------------------
@@ -184,3 +184,44 @@ def test_closed_loop_parameters_checked(lab, users, requests):
     svc = lab.service("target")
     with pytest.raises(BadParameter):
         lab.closed_loop(svc, users=users, requests=requests, progress=False)
+
+
+def test_fire_sends_bodies_on_schedule_and_returns_what_users_saw(lab_at):
+    from aiohttp import web
+
+    from labsupport.load import fire
+    from labsupport.services import json_body
+
+    lab = lab_at(1.0)
+
+    async def echo(request):
+        seen = await json_body(request)
+        return web.json_response({"got": seen}, status=202, headers={"X-Seen": str(seen["n"])})
+
+    svc = lab.service("echo", routes={"/echo": echo})
+    seen = []
+    shots = lab.run(fire(lab.session, svc.url + "echo", [0.0, 0.05, 0.1], method="POST",
+                         body=lambda i, t: {"n": i, "t": t}, on_shot=seen.append))
+    assert [s.status for s in shots] == [202] * 3 and len(seen) == 3
+    assert [s.body["got"]["n"] for s in shots] == [0, 1, 2]
+    assert [s.headers["X-Seen"] for s in shots] == ["0", "1", "2"]
+    assert [s.sent for s in shots] == [{"n": i, "t": t} for i, t in enumerate([0, 0.05, 0.1])]
+
+
+def test_fire_measures_from_the_scheduled_send_when_the_sender_falls_behind(lab_at):
+    """Coordinated omission: a generator held up for 300 ms must not hide that wait."""
+    import asyncio
+    import time
+
+    from labsupport.load import fire
+
+    lab = lab_at(1.0)
+    svc = lab.service("quick")
+
+    async def late_start():
+        start = asyncio.get_running_loop().time()
+        time.sleep(0.3)  # the sender's loop is blocked: every request leaves late
+        return await fire(lab.session, svc.url, [0.0, 0.01, 0.02], start=start)
+
+    shots = lab.run(late_start())
+    assert all(s.ms >= 280 for s in shots), [s.ms for s in shots]

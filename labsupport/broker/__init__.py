@@ -21,12 +21,13 @@ from typing import Any
 from ..errors import BrokerUnavailable, LabError
 from . import clients, container, embedded, net, resolve, state
 from .clients import group, topic
+from .kind import Identity, identity
 from .state import BrokerRecord
 
 __all__ = [
     "BrokerRecord", "bootstrap", "ensure", "up", "down", "status", "topic", "group",
     "producer_config", "consumer_config", "admin_config", "create_topic", "delete_topic",
-    "round_trip",
+    "round_trip", "Identity", "identity",
 ]
 
 CHECK_TIMEOUT = 6.0  # seconds; with the TCP check, every failure is reported within 10 s
