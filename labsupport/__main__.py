@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                        choices=["harness", "broker", "test", "notebooks", "cold"],
                        help="leave out a step (repeatable)")
     bench.add_argument("--output", help="where to write the report (default BENCHMARKS.md)")
+    g = sub.add_parser("grade", help="instructor: run learners' exercise notebooks and write "
+                       "a score table, grades.json and junit.xml")
+    g.add_argument("paths", nargs="+", help="one per learner: a notebook or a folder of them")
+    g.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds each notebook may run (default 900)")
+    g.add_argument("--out", default="grades", help="folder for the reports (default grades/)")
     args = parser.parse_args(argv)
     try:
         if args.command == "broker":
@@ -123,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "classroom":
             return _classroom(args)
+        if args.command == "grade":
+            from .grading import main as grade_main
+
+            return grade_main(args.paths, args.timeout, args.out)
         if args.command == "progress":
             from .progress import table
 
