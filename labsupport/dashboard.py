@@ -2,7 +2,10 @@
 
 The summary is one line of plain text under the plot, so a screen reader and
 CI read the same result a sighted learner sees. With ``LAB_HEADLESS=1`` (or
-outside Jupyter) nothing is drawn and only the summary is printed.
+outside Jupyter) nothing is drawn and only the summary is printed. With
+``LAB_STATIC=1`` (the course site's build) a dashboard shows no controls: each finished
+run leaves its plot as a PNG image and its summary line in the cell's output, so a page
+made from the executed notebook shows what the run measured.
 Colours come from the Okabe-Ito palette, which colour-blind readers can tell apart,
 and plots use a transparent background so they read in the dark theme too.
 """
@@ -22,7 +25,16 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F
 
 def headless() -> bool:
     """True when dashboards should print text only (``LAB_HEADLESS`` set)."""
-    return os.environ.get("LAB_HEADLESS", "").lower() in ("1", "true", "yes")
+    return _flag("LAB_HEADLESS")
+
+
+def static() -> bool:
+    """True when dashboards leave images, not widgets (``LAB_STATIC`` set: the site build)."""
+    return _flag("LAB_STATIC")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
 class Dashboard:
@@ -60,8 +72,22 @@ class Dashboard:
         if headless():
             print(summary)
             return
+        if static():
+            self._show_still(summary)
+            return
         if self.draw is not None:
             self._redraw()
+
+    def _show_still(self, summary: str) -> None:
+        """The site build: this run's plot as an image, then its summary, in the cell output."""
+        import html
+
+        from IPython.display import HTML, Image, display
+
+        if self.draw is not None:
+            display(Image(data=self.render_png(), format="png"))
+        display(HTML(f'<p class="lab-summary" role="status"><b>{html.escape(self.title)}'
+                     f"</b>: {html.escape(summary)}</p>"))
 
     def _redraw(self) -> None:
         self.plot.value = self.render_png()
@@ -99,6 +125,11 @@ class Dashboard:
 
         if headless():
             print(f"{self.title}: {self.summary_text}")
+        elif static():
+            from IPython.display import HTML
+
+            display(HTML(f"<p><i>Live dashboard: {self.title}. In JupyterLab it has controls "
+                         "and a Run button; the runs below show what it measured.</i></p>"))
         else:
             display(self.widget)
 
@@ -151,7 +182,7 @@ class LiveView:
 
     def _loop(self) -> None:
         start = time.monotonic()
-        live = not headless()
+        live = not headless() and not static()
         while not self.done():
             if live:
                 self.dashboard.refresh(self.summarize())

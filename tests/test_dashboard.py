@@ -55,3 +55,21 @@ def test_watcher_thread_ends_with_the_run():
 def test_palette_is_okabe_ito(colour):
     okabe_ito = {"#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442"}
     assert colour in okabe_ito
+
+
+def test_static_mode_leaves_each_runs_plot_and_summary_as_outputs(monkeypatch):
+    """The site build (LAB_STATIC=1): no widget, but the finished run's PNG and summary."""
+    shown = []
+    monkeypatch.delenv("LAB_HEADLESS", raising=False)
+    monkeypatch.setenv("LAB_STATIC", "1")
+    monkeypatch.setattr("IPython.display.display", lambda *objs, **kw: shown.extend(objs))
+    board = Dashboard("static <board>", [], draw_histogram)
+    board._ipython_display_()
+    assert "Live dashboard" in shown[0].data and not bytes(board.plot.value)
+    shown.clear()
+    view = board.watch(finishes_after(0.3), lambda: "done: 5 requests")
+    view.join(5)
+    assert view.frames == 0
+    image, summary = shown
+    assert image.data.startswith(b"\x89PNG")
+    assert "done: 5 requests" in summary.data and "static &lt;board&gt;" in summary.data

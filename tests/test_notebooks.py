@@ -32,6 +32,9 @@ print(json.dumps({
 """
 
 VERDICTS = ("PASS ", "FAIL ", "INCONCLUSIVE")
+EXECUTED = ROOT / "tests" / "artifacts" / "executed"
+"""Each notebook as this test ran it (dashboards as images: LAB_STATIC=1); the site test
+builds the course site from these instead of running every notebook again."""
 
 
 def course_notebooks() -> list[Path]:
@@ -52,12 +55,15 @@ def verdicts(cell) -> list[str]:
 def execute_every_cell_twice(path, env_extra: dict[str, str] | None = None):
     """Run each code cell twice in a row, in order, as a learner re-running cells does.
 
+    Dashboards run in static mode (each run's plot kept as an image); the browser test and
+    nbval run them as live widgets.
+
     Returns the notebook, the cells whose two runs printed different verdicts, and the leak
     probe's findings (lab threads, child processes, listening ports after the last cell)."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}})
-    env = {**os.environ, **(env_extra or {})}
+    env = {**os.environ, "LAB_STATIC": "1", **(env_extra or {})}
     changed = []
     with client.setup_kernel(env=env):
         before = run_probe(client, nb)  # the kernel's own ports
@@ -71,6 +77,8 @@ def execute_every_cell_twice(path, env_extra: dict[str, str] | None = None):
                 changed.append((index, first, verdicts(cell)))
         after = run_probe(client, nb)
     leaks = {key: sorted(set(after[key]) - set(before[key])) for key in after}
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, EXECUTED / f"{path.parent.name}__{path.name}")
     return nb, changed, leaks
 
 
