@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import math
 import random
 import threading
@@ -116,6 +117,9 @@ def compute_summary(shop: OrderShop, customer: str) -> Entry:
     return Entry(value, row[2], model_now())
 
 
+_caches = itertools.count(1)
+
+
 class CacheExperiment:
     """The two caches side by side, over the same shop, the same writes and the same reads."""
 
@@ -139,8 +143,9 @@ class CacheExperiment:
             "/summary/{customer}": self._event_get})
         for customer in shop.customers:   # precompute every entry, ahead of any read
             self.event_entries[customer] = self._compute_blocking(customer, "event_refresher")
-        self.worker = lab.bus.worker(shop.topic, f"{prefix}summary-cache", self._on_event,
-                                     name=f"{prefix}summary-cache").wait_assigned()
+        group = f"{prefix}summary-cache-{next(_caches)}"   # a new group: reads from offset 0
+        self.worker = lab.bus.worker(shop.topic, group, self._on_event,
+                                     name=group).wait_assigned()
         self._catch_up(sum(lab.bus.end_offsets(shop.topic)))
         self.run_future: concurrent.futures.Future | None = None
         self.read_rate, self.duration = 40.0, 8.0

@@ -21,7 +21,11 @@
   read-your-writes.
 
 The experiments (mixed load, staleness, read-your-writes, rebuild) are methods of the
-shop and small result classes below; the notebook only calls them.
+shop and small result classes below; the notebook only calls them. Two of them run a
+control arm beside the real design, so that their claims can fail: every read of the mixed
+load also goes to the command side (``GET /customers/{id}`` on ``orders``, sharing its
+workers with the payment checks), and the staleness run also feeds a
+:class:`CommitFirstProjection`, which commits offsets before it applies the events.
 """
 from __future__ import annotations
 
@@ -613,6 +617,9 @@ class StalenessSample:
     lag_ms: float
 
 
+_controls = itertools.count(1)
+
+
 class CommitFirstProjection:
     """The control arm of experiment 2, a classic mistake: the consumer commits each event's
     offset as soon as it receives it and applies it later, on another thread (auto-commit
@@ -622,10 +629,10 @@ class CommitFirstProjection:
     """
 
     def __init__(self, shop: OrderShop) -> None:
-        self.shop = shop
+        self.shop, n = shop, next(_controls)   # each control arm: its own group and store
         self.projection = OrderProjection(shop.lab.store(f"{shop.prefix}order_views_"
-                                                         "commit_first"), clock=model_now)
-        self.group = f"{shop.prefix}order-summary-commit-first"
+                                                         f"commit_first_{n}"), clock=model_now)
+        self.group = f"{shop.prefix}order-summary-commit-first-{n}"
         self.received: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._apply, name="labsupport-commit-first",
@@ -647,9 +654,11 @@ class CommitFirstProjection:
             self.projection.handle(event)
 
     def stop(self) -> None:
-        """Stop consuming and applying."""
-        self.worker.stop(raise_error=False)
+        """Stop consuming and applying (a second call does nothing)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        self.worker.stop(raise_error=False)
         self._thread.join(5)
 
 
@@ -717,6 +726,8 @@ class StalenessWatch:
         finally:
             for consumer in consumers:
                 consumer.close()
+            if self.control is not None:
+                self.control.stop()   # the control arm lives as long as the sampling
 
     def _sample(self, now: float, committed: list[int], view: dict[str, int],
                 ends: list[int], acked: list[Write]) -> StalenessSample:
@@ -736,8 +747,6 @@ class StalenessWatch:
         if self.traffic is not None:
             self.traffic.result(timeout)
         self._thread.join(timeout)
-        if self.control is not None:
-            self.control.stop()
         if self._thread.is_alive():
             self._stop.set()
             self._thread.join(5)

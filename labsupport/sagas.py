@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .claims import Claim, expect
+from .claims import Claim, expect, sanity
 from .dashboard import PALETTE
 from .errors import LabError, require
 from .settings import to_wall
@@ -77,7 +77,9 @@ class Faults:
     fails before it works (after the pivot, the saga retries). ``duplicates``: the share of
     published messages sent twice (seeded). ``crash``: the service (or the orchestrator)
     that dies after its write and before its publish, on the ``crash_at``-th message it
-    handles; it is restarted after ``downtime_s`` model seconds.
+    handles; it is restarted after ``downtime_s`` model seconds. ``idempotent=False`` is a
+    control arm: the payment service forgets to look for an earlier hold of the same order,
+    so a duplicated request holds the money again.
     """
 
     fail: str = "none"
@@ -89,6 +91,7 @@ class Faults:
     downtime_s: float = 0.5
     seed: int = 8
     duplicate_orders: tuple[str, ...] = ()
+    idempotent: bool = True
 
     def __post_init__(self) -> None:
         require(self.fail in FAIL_POINTS, f"fail must be one of {FAIL_POINTS}, got {self.fail!r}.",
@@ -310,6 +313,8 @@ def authorize(tx: Any, order: dict[str, Any], faults: Faults, lock: bool = False
     still change. Without it, the decision reads the balance as it is right now.
     """
     row = tx.execute("SELECT state FROM payments WHERE order_id = ?", (order["id"],)).fetchone()
+    if row is not None and row[0] == "HELD" and not faults.idempotent:
+        return _hold_again(tx, order)   # the control arm's bug: a repeat holds money again
     if row is not None:
         return Outcome(row[0] in ("HELD", "CAPTURED"), fresh=False, reason=row[0].lower())
     holds = [h for (h,) in tx.execute("SELECT order_id FROM payments WHERE customer = ? AND "
@@ -328,6 +333,15 @@ def authorize(tx: Any, order: dict[str, Any], faults: Faults, lock: bool = False
                (order["amount"], order["customer"]))
     tx.execute("INSERT INTO payments VALUES (?, ?, ?, 'HELD', '[]')",
                (order["id"], order["customer"], order["amount"]))
+    return Outcome(True)
+
+
+def _hold_again(tx: Any, order: dict[str, Any]) -> Outcome:
+    """What a payment service without an idempotency check does with a repeated request."""
+    tx.execute("UPDATE accounts SET balance = balance - ? WHERE customer = ?",
+               (order["amount"], order["customer"]))
+    tx.execute("UPDATE payments SET amount = amount + ? WHERE order_id = ?",
+               (order["amount"], order["id"]))
     return Outcome(True)
 
 
@@ -493,6 +507,8 @@ class Invariants:
     stock_now: int
     held: int
     problems: list[str] = field(default_factory=list)
+    #: customers whose balance is not their start minus the prices of their CONFIRMED orders
+    mischarged: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -511,19 +527,24 @@ class Invariants:
         return "\n".join(lines)
 
     def claims(self) -> list[Claim]:
-        """Each invariant as a claims check (raises under LAB_STRICT when broken)."""
+        """The saga's properties as claims (raise under LAB_STRICT when broken), then the
+        conservation totals as sanity checks: every local transaction keeps those, whatever
+        the saga does, so they can only catch a broken lab, never a broken saga."""
         return [
             expect("orders neither confirmed nor fully compensated", len(self.pending) +
                    len(self.half_done), 0, tolerance=0,
                    meaning="every order ends confirmed, or cancelled with every step undone"),
-            expect("money created or lost (balances + captured + held - initial)",
-                   self.money_now - self.money_in, 0, tolerance=0,
-                   meaning="money is conserved: what left a balance was captured or came back"),
             expect("money still held after the run drained", self.held, 0, tolerance=0,
                    meaning="no payment is left half-way"),
-            expect("stock created or lost (available + reserved - initial)",
-                   self.stock_now - self.stock_in, 0, tolerance=0,
-                   meaning="stock is conserved"),
+            expect("customers charged other than the price of their confirmed orders",
+                   len(self.mischarged), 0, tolerance=0,
+                   meaning="each customer paid exactly for the orders confirmed, once"),
+            sanity("money created or lost (balances + captured + held - initial)",
+                   self.money_now - self.money_in, 0,
+                   meaning="every local transaction moves money, never makes or loses it"),
+            sanity("stock created or lost (available + reserved - initial)",
+                   self.stock_now - self.stock_in, 0,
+                   meaning="every local transaction moves stock, never makes or loses it"),
         ]
 
 
@@ -559,10 +580,29 @@ def check_invariants(shop: Shop, orders: Sequence[dict[str, Any]] | None = None)
     if stock_now != snap["initial_stock"]:
         problems.append(f"stock is not conserved: {stock_now} now, {snap['initial_stock']} "
                         "at the start")
+    mischarged = _mischarged(shop, orders)
+    problems += [f"customer {m}" for m in mischarged]
     return Invariants(len(orders), sum(s == "CONFIRMED" for s in states.values()),
                       sum(s == "CANCELLED" for s in states.values()), pending, half_done,
                       snap["initial_money"], money_now, snap["initial_stock"], stock_now,
-                      snap["held"], problems)
+                      snap["held"], problems, mischarged)
+
+
+def _mischarged(shop: Shop, orders: Sequence[dict[str, Any]]) -> list[str]:
+    """Customers of ``orders`` (with nothing pending) whose balance in the payment service is
+    not their opening balance minus the prices of their CONFIRMED orders in the order
+    service: charged twice, or refunded what they never paid. Two services' own records."""
+    customers = sorted({o["customer"] for o in orders})
+    owed = dict(shop.store("order").query(
+        "SELECT customer, COALESCE(SUM(CASE WHEN state = 'CONFIRMED' THEN amount END), 0) "
+        "FROM orders GROUP BY customer HAVING SUM(state = 'PENDING') = 0"))
+    found = []
+    for customer, balance, initial in shop.store("payment").query(
+            "SELECT customer, balance, initial FROM accounts"):
+        if customer in customers and customer in owed and balance != initial - owed[customer]:
+            found.append(f"{customer} has {balance:,}, should have {initial - owed[customer]:,} "
+                         f"({initial:,} minus {owed[customer]:,} of confirmed orders)")
+    return found
 
 
 def dirty_declines(shop: Shop, order_ids: Iterable[str]) -> int:
@@ -727,6 +767,21 @@ class SagaSystem:
         """Stop every worker (they leave their groups)."""
         for worker in self.workers.values():
             worker.stop(raise_error=False)
+
+
+def duplicate_run(system: SagaSystem, orders: int = 6, idempotent: bool = True) -> Invariants:
+    """Every message published twice, ``orders`` orders for new customers (so that earlier runs
+    do not mix in); ``idempotent=False`` runs the control arm, a payment service that holds
+    money again for a repeated request. Returns the invariants of these orders."""
+    require(isinstance(orders, int) and 1 <= orders <= 20, f"orders must be 1 to 20, got "
+            f"{orders!r}.")
+    shop = system.shop
+    tag = f"dup{len(shop.placed)}"
+    shop.open_accounts({f"{tag}c{k}": 1_000 for k in range(orders)})
+    shop.stock_items({f"{tag}book": orders})
+    system.faults = Faults(duplicates=1.0, idempotent=idempotent)
+    placed = [shop.new_order(f"{tag}c{k}", f"{tag}book", ORDER_AMOUNT) for k in range(orders)]
+    return system.run(placed)
 
 
 # ----- the dashboard --------------------------------------------------------------------------------

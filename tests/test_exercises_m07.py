@@ -109,6 +109,60 @@ def test_messages_are_distinct():
     assert len({q1._evaluate(make_apply(m))[1] for m in mistakes}) == len(mistakes)
 
 
+def remembering(what: str):
+    """A projection that keeps ``what`` in its own memory instead of the view: it passes
+    every replay in one process, and only a restart or a rebuild shows the difference."""
+    latest: dict = {}
+    totals: dict = {}
+
+    def apply(view, event):
+        orders = view["orders"]
+        old = orders.get(event["order"])
+        if what == "versions":
+            if event["version"] <= latest.get(event["order"], 0):
+                return
+            latest[event["order"]] = event["version"]
+        elif old is not None and event["version"] <= old["version"]:
+            return
+        row = {k: event[k] for k in ("customer", "amount", "state", "version")}
+        orders[event["order"]] = row
+        for before, sign in ((old, -1), (row, 1)):
+            if before is not None and before["state"] != "CANCELLED":
+                kept = totals if what == "totals" else view["customers"]
+                t = kept.setdefault(before["customer"], {"orders": 0, "amount": 0})
+                t["orders"] += sign
+                t["amount"] += sign * before["amount"]
+        if what == "totals":   # the view gets a copy of the totals it remembers
+            for customer in {event["customer"], (old or event)["customer"]}:
+                if customer in totals:
+                    view["customers"][customer] = dict(totals[customer])
+
+    return apply
+
+
+@pytest.mark.parametrize("what, words", [("versions", "after a rebuild"),
+                                         ("totals", "after a restart")])
+def test_state_kept_in_process_memory_is_caught_by_a_restart_or_a_rebuild(what, words, capsys):
+    ok, out = verdict(remembering(what), capsys)
+    assert not ok and words in out, out
+    assert "keeps state outside the view" in out, out
+
+
+def test_fresh_ids_keep_memory_from_failing_the_ordinary_scenarios(capsys):
+    from labsupport.exercises.m07 import A1, A2, A3, B1, expected_view
+
+    apply = remembering("versions")
+    for _ in range(2):   # the same story twice: a per-process memory must not notice
+        view = run_apply(apply, [A1, B1, A2, A3])
+        assert view["orders"] == expected_view([A1, B1, A2, A3])["orders"]
+
+
+def test_success_says_what_the_projection_did(capsys):
+    ok, out = verdict(solution_apply(), capsys)
+    assert ok, out
+    assert "random_log(0)" in out and "delivered twice" in out and "after a rebuild" in out
+
+
 def test_duplicates_applied_twice_double_the_counters(capsys):
     def increments(view, event):
         view["orders"][event["order"]] = {k: event[k] for k in

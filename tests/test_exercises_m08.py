@@ -25,14 +25,22 @@ def solution_function():
 def make_on_reply(mistake: str | None = None):
     """An orchestrator written independently of the solution, with one ``mistake`` on."""
 
+    memory = {"seen": set(), "done": {}}   # process memory: what a restart loses
+
     def on_reply(saga, reply):
-        if mistake != "no dedupe":
+        if mistake == "seen in memory":
+            if reply.id in memory["seen"]:
+                return []
+            memory["seen"].add(reply.id)
+        elif mistake != "no dedupe":
             if reply.id in saga.seen:
                 return []
             saga.seen.add(reply.id)
         step = saga.step(reply.command)
+        done = memory["done"].setdefault(saga.order, []) if mistake == "done in memory" \
+            else saga.done
         if reply.ok:
-            saga.done.append(reply.command)
+            done.append(reply.command)
             if mistake == "stalls":
                 return []
             nxt = saga.step_after(reply.command)
@@ -45,7 +53,7 @@ def make_on_reply(mistake: str | None = None):
             return [reply.command]
         if mistake == "no compensation":
             return []
-        done = list(saga.done)
+        done = list(done)
         if mistake == "undoes the failed step":
             done.append(reply.command)
         undo = [saga.step(c).compensation for c in done if saga.step(c).compensation]
@@ -87,6 +95,8 @@ MISTAKES = [
     ("no retry", "your orchestrator gave up"),
     ("retries everything", "It retried a step before the pivot"),
     ("stalls", "The saga stopped half-way"),
+    ("seen in memory", "a reply it had handled before the crash came again"),
+    ("done in memory", "after the stock failed it chose other compensations"),
 ]
 
 
@@ -95,6 +105,32 @@ def test_each_wrong_orchestrator_gets_its_own_message(mistake, message, capsys):
     ok, out = verdict(make_on_reply(mistake), capsys)
     assert not ok and out.startswith("Not yet:"), out
     assert message in out, out
+
+
+@pytest.mark.parametrize("mistake", ["seen in memory", "done in memory"])
+def test_memory_a_restart_loses_is_named(mistake, capsys):
+    ok, out = verdict(make_on_reply(mistake), capsys)
+    assert not ok and "keeps per-saga state in its own memory" in out, out
+    assert "restarted, as a new process" in out, out
+
+
+def test_module_level_memory_is_lost_on_restart_too(capsys):
+    namespace: dict = {}
+    exec("seen = set()\n" + solution_function_source().replace("saga.seen", "seen"), namespace)
+    ok, out = verdict(namespace["on_reply"], capsys)
+    assert not ok and "keeps per-saga state in its own memory" in out, out
+
+
+def test_success_says_what_the_orchestrator_did(capsys):
+    ok, out = verdict(solution_function(), capsys)
+    assert ok, out
+    assert "the orchestrator crashed on its 4th reply" in out, out
+    assert "4 cancelled" in out and "6 compensations" in out, out
+    assert "retried capture" in out and "changed nothing" in out, out
+
+
+def solution_function_source() -> str:
+    return q1._solution
 
 
 def test_wrong_return_types_and_raising_code_are_explained(capsys):

@@ -136,3 +136,39 @@ def test_the_bench_dashboard_runs_headless_and_draws(lab_at, monkeypatch):
     with pytest.raises(BadParameter, match="No control"):
         bench.press_run(colour="red")
     bench.close()
+
+
+@pytest.mark.parametrize("style", [Choreography, Orchestration])
+def test_a_non_idempotent_payment_charges_twice_while_the_totals_still_balance(lab_at, style,
+                                                                             capsys):
+    from labsupport.sagas import duplicate_run
+
+    lab = lab_at(0.2, seed=9)
+    system = style(lab).ready()
+    careful = duplicate_run(system, orders=4, idempotent=True)
+    careless = duplicate_run(system, orders=4, idempotent=False)
+    assert careful.ok and careful.mischarged == [], careful.report()
+    assert len(careless.mischarged) == 4, careless.report()   # every message came twice
+    assert "has 940, should have 970" in careless.mischarged[0]
+    # conservation cannot see it: it is a sanity check, not evidence
+    assert careless.money_now == careless.money_in and careless.held == 0
+    claims = careful.claims()
+    out = capsys.readouterr().out
+    assert [c.name.startswith("sanity check, not a finding") for c in claims] == [
+        False, False, False, True, True], out
+    with pytest.raises(BadParameter, match="orders must be 1 to 20"):
+        duplicate_run(system, orders=0)
+
+
+def test_the_mischarge_check_compares_two_services_records(lab_at):
+    lab = lab_at(0.2, seed=10)
+    system = seeded(Orchestration(lab))
+    orders = [system.shop.new_order("ann", "lamp", 50)]
+    assert system.run(orders).ok
+    pay = system.shop.store("payment")   # give the charge back, keeping every total equal
+    pay.execute("UPDATE payments SET amount = 0 WHERE order_id = ?", (orders[0]["id"],))
+    pay.execute("UPDATE accounts SET balance = balance + 50 WHERE customer = 'ann'")
+    inv = check_invariants(system.shop, orders)
+    assert inv.money_now == inv.money_in and inv.held == 0
+    assert inv.mischarged == ["ann has 1,000, should have 950 (1,000 minus 50 of confirmed "
+                              "orders)"], inv.report()

@@ -15,20 +15,29 @@ The checker feeds ``apply`` adversarial event sequences, the way Kafka can deliv
 (a redelivery after a crash, two writers publishing one order's versions in the wrong
 order, interleaved orders, a cancellation followed by a late older event, a first event
 that is not OrderPlaced, a version that never arrives) and compares the view with the
-expected one, naming the rule a wrong projection breaks. Then a long random sequence.
+expected one, naming the rule a wrong projection breaks. Then long random sequences, a
+restart (your function's own memory goes back to what it held at the start, as in a new
+process, while the view, the store, survives, and the last events are delivered again) and
+a rebuild (the same events replayed into an empty view). Every run uses fresh order ids,
+so state a projection keeps outside the view is only ever tested by the restart and the
+rebuild, where a real one would lose it.
 """
 from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import random
 from collections.abc import Callable
 from typing import Any
 
+from .. import progress
 from ..checks import LearnerRaised, NotYet, Question, Step, call_learner
+from .m08 import Relaunch
 
 MODULE = "07"
 FIELDS = ("customer", "amount", "state", "version")
+_RUNS = itertools.count(1)
 
 
 def event(order: str, version: int, kind: str, customer: str, amount: float,
@@ -95,18 +104,54 @@ def _plain(view: Any) -> tuple[dict[str, tuple], dict[str, tuple]]:
     return orders, customers
 
 
-def run_apply(apply: Callable[..., Any], events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Feed ``events`` one by one to ``apply(view, event)`` on a new view; returns the view.
+def run_apply(apply: Callable[..., Any], events: list[dict[str, Any]],
+              view: dict[str, Any] | None = None, run: int | None = None) -> dict[str, Any]:
+    """Feed ``events`` one by one to ``apply(view, event)`` (on a new view unless ``view``
+    is given); returns the view, with the order ids as in ``events``.
 
-    Each event is a fresh copy, so an ``apply`` that changes its event changes nothing else.
+    Each run gives the orders fresh ids (``A`` becomes ``A#7``; the same ``run`` number
+    gives the same ids again), so memory an ``apply`` keeps between calls never meets an id
+    it has seen, except where the check means it to. Each event is a fresh copy.
     """
-    view = new_view()
+    run = next(_RUNS) if run is None else run
+    view = _tagged(new_view() if view is None else view, run)
     for e in events:
-        returned = call_learner(apply, view, copy.deepcopy(e),
-                                call=f"apply(view, {_short(e)})")
+        fresh = {**copy.deepcopy(e), "order": f"{e['order']}#{run}",
+                 "customer": f"{e['customer']}#{run}"}
+        returned = call_learner(apply, view, fresh, call=f"apply(view, {_short(fresh)})")
         if isinstance(returned, dict) and returned is not view and "orders" in returned:
             view = returned
+    return _untagged(view)
+
+
+def _tagged(view: dict[str, Any], run: int) -> dict[str, Any]:
+    """The view with run ``run``'s ids (orders, customers and the rows' customers)."""
+    if isinstance(view, dict) and isinstance(view.get("orders"), dict):
+        view["orders"] = {f"{k}#{run}": _row_tagged(v, run) for k, v in view["orders"].items()}
+    if isinstance(view, dict) and isinstance(view.get("customers"), dict):
+        view["customers"] = {f"{k}#{run}": v for k, v in view["customers"].items()}
     return view
+
+
+def _row_tagged(row: Any, run: int) -> Any:
+    if isinstance(row, dict) and "customer" in row:
+        return {**row, "customer": f"{row['customer']}#{run}"}
+    return row
+
+
+def _untagged(view: Any) -> Any:
+    """The view with the ids as the events named them."""
+    if isinstance(view, dict) and isinstance(view.get("orders"), dict):
+        view["orders"] = {_plain_id(k): {**v, "customer": _plain_id(v["customer"])}
+                          if isinstance(v, dict) and "customer" in v else v
+                          for k, v in view["orders"].items()}
+    if isinstance(view, dict) and isinstance(view.get("customers"), dict):
+        view["customers"] = {_plain_id(k): v for k, v in view["customers"].items()}
+    return view
+
+
+def _plain_id(value: Any) -> Any:
+    return value.split("#")[0] if isinstance(value, str) else value
 
 
 def _short(e: dict[str, Any]) -> str:
@@ -324,8 +369,43 @@ def _random_logs(apply: Callable[..., Any]) -> None:
                  show=False)
 
 
+_MEMORY = ("Your apply keeps state outside the view (a dict, set or counter in its own "
+           "memory). A restart loses it while the view, the store, survives; a rebuild "
+           "starts from an empty view while it survives. Keep everything in the view: "
+           "compare the event's version with view['orders'][id]['version'].")
+
+
+def _restart(apply: Callable[..., Any], relaunch: Relaunch) -> None:
+    """Half the events, a restart (memory as at the start, the view kept), then the last two
+    events again (their offsets were not committed) and the rest."""
+    events = [A1, B1, A2, B2, A3, C1, B3, C2, A4]
+    run = next(_RUNS)
+    view = run_apply(relaunch.fresh(), events[:5], run=run)
+    view = run_apply(relaunch.fresh(), events[3:], view=view, run=run)
+    try:
+        _compare(view, events, "after a restart (A v1 .. A v3 applied, the process restarted, "
+                 "B v2 and A v3 delivered again, then the rest)", show=False)
+    except NotYet as wrong:
+        raise NotYet(f"{wrong} {_MEMORY}") from None
+
+
+def _rebuild(apply: Callable[..., Any], relaunch: Relaunch) -> None:
+    """The same log replayed into an empty view by a projection that has already run."""
+    events = random_log(11, orders=6)
+    running, run = relaunch.fresh(), next(_RUNS)
+    run_apply(running, events, run=run)
+    view = run_apply(running, events, run=run)   # a new empty view: the rebuild
+    try:
+        _compare(view, events, f"after a rebuild (the same {len(events)} events replayed into "
+                 "an empty view, same process)", show=False)
+    except NotYet as wrong:
+        raise NotYet(f"{wrong} {_MEMORY}") from None
+
+
 class _ProjectionStep(Step):
     """The scenarios in order; the first that fails gives its message."""
+
+    did = ""
 
     def run(self, answer: Any) -> None:
         if not callable(answer):
@@ -335,17 +415,50 @@ class _ProjectionStep(Step):
             inspect.signature(answer).bind({}, {})
         except (TypeError, ValueError):
             raise NotYet("apply takes two arguments: apply(view, event).") from None
+        relaunch = Relaunch(answer)
         for scenario in (_in_order, _duplicates, _gap, _reordered, _interleaved, _cancelled,
                          _first_is_not_placed, _random_logs):
             scenario(answer)
+        _restart(answer, relaunch)
+        _rebuild(answer, relaunch)
+        self.did = _what_it_did(answer)
 
 
-q1 = Question(
+def _what_it_did(apply: Callable[..., Any]) -> str:
+    """The success message, from what this projection did on one adversarial log."""
+    events = random_log(0)
+    view = run_apply(apply, events)
+    orders = _plain(view)[0]
+    repeats = len(events) - len({(e["order"], e["version"]) for e in events})
+    late = sum(any(x["order"] == e["order"] and x["version"] > e["version"]
+                   for x in events[:i]) for i, e in enumerate(events))
+    cancelled = sum(row[2] == "CANCELLED" for row in orders.values())
+    return (f"on random_log(0), {len(events)} events for {len(orders)} orders, {repeats} of "
+            f"them delivered twice and {late} arriving after a newer version, your view ended "
+            f"at each order's newest version; {cancelled} cancelled orders stay as rows and "
+            "count for no "
+            "customer; the customer totals match the rows. It gave the same view after a "
+            "restart with redelivered events and after a rebuild from an empty view, so it "
+            "keeps its state in the view, where a real projection keeps it.")
+
+
+class _ApplyQuestion(Question):
+    """q1, whose success message says what the learner's projection did."""
+
+    def _evaluate(self, answer: Any) -> tuple[str, str]:
+        status, message = super()._evaluate(answer)
+        if status == progress.DONE:
+            return status, _STEP.did
+        return status, message
+
+
+_STEP = _ProjectionStep()
+q1 = _ApplyQuestion(
     id="q1", module=MODULE, title="a projection that survives duplicates and reordering",
     name="apply",
     what="a function apply(view, event) that updates view['orders'] and view['customers'] "
          "in place",
-    steps=[_ProjectionStep()],
+    steps=[_STEP],
     hints=[
         "Look up the stored row of the event's order first. If there is one and the event's "
         "version is not newer (<=), return without changing anything: that handles "
@@ -358,10 +471,7 @@ q1 = Question(
         "version is what stops a late OrderPaid from bringing the order back. Keep versions "
         "per order (in the row), never one for the whole view.",
     ],
-    success="your projection ignores duplicates and older versions, applies any newer one "
-            "(even after a gap), keeps each order's version separately, keeps cancelled orders "
-            "as tombstones, and moves customer totals by differences: the view is the same "
-            "however Kafka delivers the events.",
+    success="",
 )
 
 QUESTIONS = [q1]

@@ -12,21 +12,29 @@
 
 The check runs the real orchestrator with your function, the order, payment and inventory
 services and the broker: eight orders, one per failure point (none, payment declined,
-stock unavailable, capture failing twice) with and without every message duplicated. It
-reads what your orchestrator sent for each order and the services' stores, and names the
-first rule broken.
+stock unavailable, capture failing twice) with and without every message duplicated. The
+orchestrator crashes mid-run (after its write, before its publish) and restarts the way a
+new process would: your function's own memory (module-level or closure dicts, lists and
+sets) goes back to what it held when the check started, and the reply it was handling is
+delivered again. Only the saga record the orchestrator stores (``saga.done``,
+``saga.seen``) survives. The check reads what your orchestrator sent for each order and
+the services' stores, and names the first rule broken.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
+import types
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+from .. import progress
 from ..checks import LearnerRaised, NotYet, Question, Step
 from ..errors import LabError
-from ..orchestration import COMPENSATIONS, DecideError, Orchestration, SagaLoop
-from ..sagas import Faults, check_invariants, wait_settled
+from ..orchestration import COMPENSATIONS, DecideError, Orchestration, Reply, Saga, SagaLoop
+from ..sagas import Faults, check_invariants
 
 MODULE = "08"
 _RUNS = itertools.count(1)
@@ -45,6 +53,71 @@ WORDS = {"none": "no failure", "payment": "payment declined", "stock": "stock un
          "capture": "capture failing twice"}
 
 
+CRASH_AT = 4
+"""The orchestrator crashes while handling its 4th reply: most sagas are half-way then."""
+_CONTAINERS = (dict, list, set, bytearray)
+
+
+class Relaunch:
+    """Makes copies of a function as a freshly started process would have it: the mutable
+    containers it keeps in its closure or in the globals it names (a ``seen = set()`` at
+    module level, a dict of sagas) go back to what they held when this object was made."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.code = getattr(fn, "__code__", None)
+        self.cells = [_snapshot(c.cell_contents) for c in (getattr(fn, "__closure__", None)
+                                                           or ())]
+        names = _names(self.code) if self.code else set()
+        scope = getattr(fn, "__globals__", {})
+        self.saved = {n: _snapshot(scope[n]) for n in names
+                      if n in scope and isinstance(scope[n], _CONTAINERS)}
+
+    @property
+    def keeps_memory(self) -> bool:
+        """True when the function can remember anything between calls (a container)."""
+        return any(isinstance(c, _CONTAINERS) for c in self.cells) or bool(self.saved)
+
+    def fresh(self) -> Callable[..., Any]:
+        """The function with its memory as at the start (the same function if it has none)."""
+        if self.code is None or not self.keeps_memory:
+            return self.fn
+        scope = {**self.fn.__globals__, **{n: _snapshot(v) for n, v in self.saved.items()}}
+        cells = tuple(types.CellType(_snapshot(c)) for c in self.cells) or None
+        clone = types.FunctionType(self.code, scope, self.fn.__name__, self.fn.__defaults__,
+                                   cells)
+        clone.__kwdefaults__ = copy.copy(self.fn.__kwdefaults__)
+        return clone
+
+
+def _snapshot(value: Any) -> Any:
+    try:
+        return copy.deepcopy(value) if isinstance(value, _CONTAINERS) else value
+    except Exception:  # something that cannot be copied: keep it as it is
+        return value
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """Global names used by ``code`` and the functions defined inside it."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+class _RestartingOrchestration(Orchestration):
+    """The real orchestrator, whose restart after a crash loses the decide function's memory
+    the way a new process would (see :class:`Relaunch`)."""
+
+    relaunch: Relaunch
+
+    def _restart(self, name: str) -> None:
+        if name == "orchestrator":
+            self.decide = self.relaunch.fresh()
+        super()._restart(name)
+
+
 class SagaMatrix:
     """The orders of one check run and what happened to them."""
 
@@ -54,7 +127,10 @@ class SagaMatrix:
         current = lab_module.current()
         self.own = current is None
         self.lab = lab_module.Lab(seed=8) if self.own else current
-        self.orch = Orchestration(self.lab, prefix=f"chk{next(_RUNS)}_", decide=decide)
+        self.relaunch = Relaunch(decide)
+        self.orch = _RestartingOrchestration(self.lab, prefix=f"chk{next(_RUNS)}_",
+                                             decide=decide)
+        self.orch.relaunch = self.relaunch
         shop = self.orch.shop
         shop.open_accounts({"alice": 1_000, "bob": 1_000})
         shop.stock_items({"book": 20})
@@ -64,12 +140,15 @@ class SagaMatrix:
                 order = shop.new_order("bob" if duplicated else "alice", "book", 40, fail=point)
                 self.orders.append((order, point, duplicated))
         dup = tuple(o["id"] for o, _, d in self.orders if d)
-        self.orch.faults = Faults(capture_failures=2, duplicate_orders=dup)
+        self.orch.faults = Faults(capture_failures=2, duplicate_orders=dup, crash="orchestrator",
+                                  crash_at=CRASH_AT, downtime_s=0.3)
 
     def run(self) -> None:
         self.orch.ready()
-        self.orch.place([o for o, _, _ in self.orders])
-        wait_settled(self.orch.shop, [o for o, _, _ in self.orders], timeout_s=20, quiet_s=1.5)
+        self.orch.run([o for o, _, _ in self.orders], timeout_s=20)
+
+    def restarted(self) -> bool:
+        return any(name == "orchestrator" for name, _ in self.orch.restarts)
 
     def close(self) -> None:
         """Stop the check's workers (and its lab, if it made one)."""
@@ -94,10 +173,56 @@ def _diagnose(m: SagaMatrix) -> None:
         sent, want = m.sent(order), EXPECTED[point]
         if _same(sent, want, point) and states[order["id"]] in ("CONFIRMED", "CANCELLED"):
             continue
-        _explain(order, point, duplicated, sent, want, states[order["id"]])
+        if m.restarted():
+            _memory(m.relaunch, order, point, sent, want, states[order["id"]])
+        _explain(order, point, duplicated, sent, want, states[order["id"]], m.restarted(),
+                 m.orch.issued(order["id"]))
     invariants = check_invariants(m.orch.shop, [o for o, _, _ in m.orders])
     if not invariants.ok:
         raise NotYet("the invariants do not hold: " + "; ".join(invariants.problems))
+
+
+def _memory(relaunch: Relaunch, order: dict[str, Any], point: str, sent: list[str],
+            want: list[str], state: str) -> None:
+    """Raise NotYet when the decision depends on memory a restart loses: the same saga record
+    and the same reply get another answer from a freshly started copy of the function."""
+    lost = _answers_differ_after_restart(relaunch)
+    if lost is None:
+        return
+    raise NotYet(f"order {order['id']} ({WORDS[point]}): your orchestrator sent "
+                 f"{sent or 'nothing'} and the order is {state}; a correct one sends {want}. "
+                 f"The orchestrator crashed mid-run and restarted, as a new process: {lost} "
+                 "Your function keeps per-saga state in its own memory (a dict, list or set "
+                 "outside the saga), which a restart loses. Keep it in saga.done and "
+                 "saga.seen: the orchestrator stores them with the saga and hands them back "
+                 "after a restart.")
+
+
+def _answers_differ_after_restart(relaunch: Relaunch) -> str | None:
+    """Replay two short stories in a running copy and, after a 'restart', in a fresh copy
+    given the stored record; the words for the first difference (None: no difference)."""
+    if not relaunch.keeps_memory:
+        return None
+    ok = [("p:1/r", "create_order", True), ("p:2/r", "authorize_payment", True)]
+    stories = [  # (replies before the restart, the reply after it, what it shows)
+        (ok, ("p:2/r", "authorize_payment", True),
+         "a reply it had handled before the crash came again and it acted on it again"),
+        (ok, ("p:3/r", "reserve_stock", False),
+         "after the stock failed it chose other compensations than before the crash"),
+    ]
+    for before, after, words in stories:
+        try:
+            running, record = relaunch.fresh(), Saga("memory-probe")
+            for reply in before:
+                running(record, Reply(*reply))
+            warm = running(copy.deepcopy(record), Reply(*after))
+            cold = relaunch.fresh()(copy.deepcopy(record), Reply(*after))
+        except Exception:  # its own errors are reported by the matrix, not here
+            return None
+        if list(warm or []) != list(cold or []):
+            return (f"{words} (same stored saga, same reply: {list(warm or [])} before a "
+                    f"restart, {list(cold or [])} after).")
+    return None
 
 
 def _same(sent: list[str], want: list[str], point: str) -> bool:
@@ -112,7 +237,8 @@ def _same(sent: list[str], want: list[str], point: str) -> bool:
 
 
 def _explain(order: dict[str, Any], point: str, duplicated: bool, sent: list[str],
-             want: list[str], state: str) -> None:
+             want: list[str], state: str, restarted: bool = False,
+             issued: list[tuple[str, str]] = ()) -> None:
     where = (f"order {order['id']} ({WORDS[point]}{', every message duplicated' if duplicated else ''})"
              f": your orchestrator sent {sent or 'nothing'} and the order is {state}; a "
              f"correct one sends {want}.")
@@ -129,15 +255,20 @@ def _explain(order: dict[str, Any], point: str, duplicated: bool, sent: list[str
                      "failed step is not among them).")
     counts, right = Counter(sent), Counter(want)
     extra = [c for c in counts if counts[c] > right[c]]
-    if duplicated and extra:
-        kind = "compensation " if extra[0] in COMPENSATIONS else "command "
-        raise NotYet(f"{where} A duplicated reply made it send the {kind}{extra[0]!r} twice. "
-                     "Kafka delivers at least once: remember the ids of the replies you have "
-                     "handled (saga.seen) and return [] for one you have seen before.")
-    if point in ("payment", "stock") and sent.count(want[len(want) - len(right_undo) - 1]) > 1:
+    failing = want[len(want) - len(right_undo) - 1]
+    if point in ("payment", "stock") and any(   # sent again because of its own failure
+            c == failing and because.endswith(f":{c}/r") for c, because in issued):
         raise NotYet(f"{where} It retried a step before the pivot. A declined payment or "
                      "missing stock will fail again; only steps after the pivot are retried. "
                      "Before it, compensate.")
+    if (duplicated or restarted) and extra:
+        kind = "compensation " if extra[0] in COMPENSATIONS else "command "
+        again = "" if duplicated else (" (the orchestrator restarted, and the reply it was "
+                                       "handling when it crashed came again)")
+        raise NotYet(f"{where} A duplicated reply made it send the {kind}{extra[0]!r} "
+                     f"twice{again}. "
+                     "Kafka delivers at least once: remember the ids of the replies you have "
+                     "handled (saga.seen) and return [] for one you have seen before.")
     if len(undo) >= 2 and undo == list(reversed(right_undo)):
         raise NotYet(f"{where} It compensated in forward order. Undo like a stack, the last "
                      "step done first: refund the payment before cancelling the order (walk "
@@ -168,6 +299,8 @@ def _explain(order: dict[str, Any], point: str, duplicated: bool, sent: list[str
 class _SagaStep(Step):
     """Run the matrix on the real services and broker; explain the first problem."""
 
+    did = ""
+
     def run(self, answer: Any) -> None:
         if not callable(answer) or inspect.isclass(answer):
             raise NotYet(f"`on_reply` should be a function (def on_reply(saga, reply): ...), "
@@ -183,10 +316,38 @@ class _SagaStep(Step):
         try:
             matrix.run()
             _diagnose(matrix)
+            self.did = _what_it_did(matrix)
         except LabError as exc:
             raise NotYet(f"the check could not run the services: {exc}") from exc
         finally:
             matrix.close()
+
+
+def _what_it_did(m: SagaMatrix) -> str:
+    """The success message, from what this orchestrator did in this run."""
+    states = m.orch.shop.order_states([o for o, _, _ in m.orders])
+    ids = [o["id"] for o, _, _ in m.orders]
+    trace = m.orch.shop.trace
+    undo = [c for o in ids for c in m.sent({"id": o}) if c in COMPENSATIONS]
+    retries = sum(max(m.sent({"id": o}).count("capture_payment") - 1, 0) for o in ids)
+    restart = ("the orchestrator crashed on its 4th reply and your decisions carried on from "
+               "the stored saga record" if m.restarted() else "no restart was needed")
+    return (f"on the real services {sum(s == 'CONFIRMED' for s in states.values())} orders "
+            f"were confirmed and {sum(s == 'CANCELLED' for s in states.values())} cancelled. "
+            f"Your orchestrator sent {len(undo)} compensations, each saga's last step first, "
+            f"retried capture {retries} times after the pivot instead of undoing it, "
+            f"{trace.count('duplicate', ids)} repeated messages changed nothing, and {restart}; nothing is "
+            "left held and every customer paid exactly for their confirmed orders.")
+
+
+class _OnReplyQuestion(Question):
+    """q1, whose success message says what the learner's orchestrator did."""
+
+    def _evaluate(self, answer: Any) -> tuple[str, str]:
+        status, message = super()._evaluate(answer)
+        if status == progress.DONE:
+            return status, _STEP.did
+        return status, message
 
 
 def _probe(answer: Any) -> None:
@@ -201,11 +362,12 @@ def _probe(answer: Any) -> None:
                                  "ok=True))") from exc
 
 
-q1 = Question(
+_STEP = _SagaStep()
+q1 = _OnReplyQuestion(
     id="q1", module=MODULE, title="the orchestrator's decisions and compensations",
     name="on_reply",
     what="a function on_reply(saga, reply) returning the list of commands to send",
-    steps=[_SagaStep()],
+    steps=[_STEP],
     hints=[
         "Four cases, in this order. (1) A reply whose id is already in saga.seen: return []. "
         "(2) reply.ok: record the step in saga.done and return the next step's command (none "
@@ -219,10 +381,7 @@ q1 = Question(
         "saga.step(c).compensation]. reversed: the last step done is undone first. saga.done "
         "holds only the steps that succeeded, so the failed step is never undone.",
     ],
-    success="your orchestrator moves forward on success, retries after the pivot, undoes the "
-            "steps done in reverse before it, and ignores duplicate replies: on the real "
-            "services every order ended confirmed or fully compensated, money and stock "
-            "conserved.",
+    success="",
 )
 
 QUESTIONS = [q1]
