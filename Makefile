@@ -14,7 +14,7 @@ STAMP     := $(VENV)/.installed
 LAB_ARGS  ?=
 ROOT_ARGS := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 
-.PHONY: lab test bench setup broker-up broker-down doctor lint clean
+.PHONY: lab test bench site setup broker-up broker-down doctor lint clean
 
 lab: setup
 	$(BIN)/python -m labsupport broker up
@@ -27,6 +27,12 @@ test: setup
 # `make lab`; writes BENCHMARKS.md (about 10 minutes). BENCH_ARGS="--skip cold" etc.
 bench: setup
 	$(BIN)/python -m labsupport bench $(BENCH_ARGS)
+
+# The course as a static website in site/: every lesson run once at real time (several
+# minutes), dashboards kept as images. SITE_ARGS="--from tests/artifacts/executed" builds
+# from the notebook test's runs instead (seconds). Open site/index.html.
+site: setup
+	$(BIN)/python -m labsupport site $(SITE_ARGS)
 
 setup: $(STAMP)
 

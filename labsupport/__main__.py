@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--timeout", type=float, default=900.0,
                    help="seconds each notebook may run (default 900)")
     g.add_argument("--out", default="grades", help="folder for the reports (default grades/)")
+    s = sub.add_parser("site", help="build the course site (static HTML) into site/")
+    s.add_argument("--from", dest="source", metavar="DIR", help="build from notebooks already "
+                   "executed there (e.g. tests/artifacts/executed) instead of running them")
+    s.add_argument("--out", help="where to write the site (default site/)")
     args = parser.parse_args(argv)
     try:
         if args.command == "broker":
@@ -133,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             from .grading import main as grade_main
 
             return grade_main(args.paths, args.timeout, args.out)
+        if args.command == "site":
+            from .site import main as site_main
+
+            return site_main(args.source, args.out)
         if args.command == "progress":
             from .progress import table
 
