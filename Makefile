@@ -18,6 +18,7 @@ ROOT_ARGS := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 
 lab: setup
 	$(BIN)/python -m labsupport broker up
+	-$(BIN)/python -m labsupport cache up
 	$(BIN)/jupyter lab --ip 127.0.0.1 $(ROOT_ARGS) notebooks/00_start_here.ipynb $(LAB_ARGS)
 
 test: setup
@@ -67,4 +68,5 @@ lint: setup
 
 clean:
 	-$(BIN)/python -m labsupport broker down
+	-$(BIN)/python -m labsupport cache down
 	rm -rf .lab tests/artifacts

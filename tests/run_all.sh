@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the course; called by `make test` (after set-up).
-# Brings the broker up if none is running and takes down what it started.
+# Brings the broker and the cache server up if none is running; takes down what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -14,8 +14,13 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] && ! $BIN/python -m labsupport broker s
   $BIN/python -m labsupport broker up
   started_broker=1
 fi
+started_cache=0
+if [ -z "${LAB_CACHE_URL:-}" ] && ! $BIN/python -m labsupport cache status >/dev/null 2>&1; then
+  $BIN/python -m labsupport cache up && started_cache=1
+fi
 hog=""
 cleanup() {
+  if [ "$started_cache" = 1 ]; then $BIN/python -m labsupport cache down >/dev/null || true; fi
   if [ -n "$hog" ]; then kill "$hog" 2>/dev/null || true; fi
   if [ "$started_broker" = 1 ]; then $BIN/python -m labsupport broker down || true; fi
 }

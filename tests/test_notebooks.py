@@ -107,7 +107,8 @@ def execute_until_decided(path, attempts: int = 3):
 
 
 @pytest.mark.parametrize("path", course_notebooks(), ids=lambda p: p.name)
-def test_every_cell_runs_twice_in_a_row_with_the_same_verdicts_and_no_leaks(path, lab_broker):
+def test_every_cell_runs_twice_in_a_row_with_the_same_verdicts_and_no_leaks(path, lab_broker,
+                                                                          lab_cache):
     nb, changed, leaks = execute_until_decided(path)
     errors = [e for cell in nb.cells for e in error_outputs(cell)]
     assert not errors, f"{path.name}: {errors}"
