@@ -24,15 +24,18 @@ import gc
 import random
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
+from . import evidence, load
 from .broker.clients import CONSUMER_DEFAULTS
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
-from .evidence import Estimate, bootstrap, quantile, ratio
+from .evidence import Estimate, bootstrap
 from .kafka_basics import LagSeries
 from .lab import Lab, Response
 from .latency import LatencyModel, Normal
@@ -49,6 +52,10 @@ PAYMENT, INVENTORY = Normal(150, 50), Normal(100, 30)
 SCHEMA = """CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     accepted_ms REAL, picked_ms REAL, done_ms REAL, work_ms REAL, partition INTEGER)"""
+
+
+_OPEN: dict[int, OrderSystem] = {}   # the open system of each lab (by id)
+_MADE: dict[int, int] = {}           # systems made so far per lab: each gets its own groups
 
 
 def now_ms() -> float:
@@ -81,7 +88,9 @@ class OrderRow:
 
 
 class OrderSystem:
-    """payment + inventory + the orders service, the ``orders`` topic and its consumers."""
+    """payment + inventory + the orders service, the ``orders`` topic and its consumers.
+
+    One per lab: making another (a cell run again) stops the previous one's consumers."""
 
     def __init__(self, lab: Lab, payment: LatencyModel | float = PAYMENT,
                  inventory: LatencyModel | float = INVENTORY, partitions: int = 2,
@@ -90,6 +99,12 @@ class OrderSystem:
                 f"consumers must be a whole number from 1 to partitions ({partitions}), got "
                 f"{consumers!r}.", "a partition is read by one consumer of a group at a time: "
                 "more consumers than partitions would sit idle")
+        previous = _OPEN.get(id(lab))
+        if previous is not None:   # the cell ran again: the old system's consumers stop first
+            previous.close()
+        _OPEN[id(lab)] = self
+        _MADE[id(lab)] = made = _MADE.get(id(lab), 0) + 1
+        self.group = "fulfilment" if made == 1 else f"fulfilment-{made}"   # a fresh group
         self.lab = lab
         self.rng = random.Random(seed)
         self.payment = lab.service("payment", payment, routes={"/charge": self._charge})
@@ -97,7 +112,7 @@ class OrderSystem:
         self.topic = lab.bus.topic("orders", partitions)
         self.partitions = partitions
         self.publisher = lab.bus.publisher()
-        self.store = lab.store("orders")
+        self.store = lab.store("orders", fresh=True)
         self.store.execute(SCHEMA)
         self.accepted: dict[str, float] = {}
         self.placed: dict[str, tuple[int, int]] = {}        # the broker's ack: partition, offset
@@ -110,7 +125,8 @@ class OrderSystem:
         self.skipped = 0
         self.callbacks_sent = 0
         self._ids = 0
-        self.rr = RequestReply(lab, self.work, responders=responders)
+        self.rr = RequestReply(lab, self.work, responders=responders,
+                               prefix="" if made == 1 else f"rr{made}-")
         self.orders = lab.service("orders", 0, routes={
             "/sync": self._sync, "/async": self._async, "/rr": self._rr,
             "/status": self._status})
@@ -253,7 +269,7 @@ class OrderSystem:
         """Start ``count`` consumers in the ``fulfilment`` group (they join it: ~1 s)."""
         require(isinstance(count, int) and 1 <= count <= self.partitions,
                 f"count must be 1 to {self.partitions}, got {count!r}.")
-        self.consumers = [self.lab.bus.worker(self.topic, "fulfilment", self.fulfil,
+        self.consumers = [self.lab.bus.worker(self.topic, self.group, self.fulfil,
                                               name=f"fulfilment{i + 1}") for i in range(count)]
         return self.consumers
 
@@ -275,6 +291,8 @@ class OrderSystem:
     def close(self) -> None:
         """Stop every consumer, responder and listener at once (end of the experiment;
         the group is not used again, so they need not leave one at a time)."""
+        if _OPEN.get(id(self.lab)) is self:
+            del _OPEN[id(self.lab)]
         workers = [*self.consumers, *self.rr.workers]
         for worker in workers:
             worker.stop(timeout=0, raise_error=False)   # ask them all to stop...
@@ -334,18 +352,19 @@ def ids_of(recorder_bodies: list[Any]) -> list[str]:
 
 # ----- load that keeps the answers --------------------------------------------------------------
 async def place_orders(lab: Lab, url: str, times_s: list[float], recorder: Recorder,
-                       body: dict[str, Any] | None = None) -> list[Any]:
-    """POST one order at each model time in ``times_s``; records latency, returns the bodies."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+                       body: dict[str, Any] | None = None,
+                       start: float | None = None) -> list[Any]:
+    """POST one order at each model time in ``times_s`` (open loop, :func:`load.fire`);
+    records each latency, returns the answers' bodies in schedule order.
 
-    async def one(t: float) -> Any:
-        await asyncio.sleep(max(0.0, start + to_wall(t) - loop.time()))
-        result = await fetch(lab.session, url, None, "orders", "POST", body or {})
-        recorder.record(t, result["ms"], result["status"])
-        return result["body"]
-
-    return list(await asyncio.gather(*(one(t) for t in times_s)))
+    Each latency runs from the moment the order was *due*, not from when the request really
+    left: if the client or the machine falls behind, the user still waited from the moment
+    they clicked (module 01: coordinated omission). ``start`` (a loop time) lets several
+    streams share one schedule."""
+    shots = await load.fire(lab.session, url, times_s, method="POST",
+                            body=lambda _i, _t: dict(body or {}), start=start,
+                            on_shot=lambda shot: recorder.record(shot.t, shot.ms, shot.status))
+    return [shot.body for shot in shots]
 
 
 def poisson_times(rate: float, seconds: float, seed: int) -> list[float]:
@@ -361,13 +380,126 @@ def poisson_times(rate: float, seconds: float, seed: int) -> list[float]:
 
 
 # ----- experiment: three designs, same load ------------------------------------------------------
+def fetch_wait_ms() -> float:
+    """How long an idle consumer's fetch may wait before the broker answers (model ms)."""
+    return to_model(CONSUMER_DEFAULTS["fetch.wait.max.ms"] / 1000) * 1000
+
+
 @dataclass
 class ThreeWaysResult:
-    """User-facing latency per design, and the async orders' rows."""
+    """User-facing latency per design, the answers' bodies (in send order), the async
+    orders' rows (in send order), where the broker put each, and payment's and inventory's
+    own work time per order."""
 
     recorders: dict[str, Recorder]
     rows: list[OrderRow]
     rate: float
+    bodies: dict[str, list[Any]] = field(default_factory=dict)
+    placed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    service_ms: dict[str, float] = field(default_factory=dict)
+    waits: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.waits:   # one run: each design's latencies in the order they were due
+            self.waits = {d: [s.ms for s in sorted(rec.samples, key=lambda s: s.t)]
+                          for d, rec in self.recorders.items()}
+
+    def in_send_order(self, design: str) -> list[float]:
+        """``design``'s latencies in the order the orders were due: index ``i`` is the same
+        order moment for all three designs (pairs for a paired comparison)."""
+        return self.waits[design]
+
+    def pooled(self, other: ThreeWaysResult) -> ThreeWaysResult:
+        """This run and ``other`` together: more samples; pairs stay within their run."""
+        recorders = {}
+        for design, rec in self.recorders.items():
+            recorders[design] = Recorder(rec.name)
+            for sample in [*rec.samples, *other.recorders[design].samples]:
+                recorders[design].record(sample.t, sample.ms, sample.status)
+        return ThreeWaysResult(
+            recorders, self.rows + other.rows, self.rate,
+            {d: self.bodies[d] + other.bodies[d] for d in self.bodies},
+            {**self.placed, **other.placed}, {**self.service_ms, **other.service_ms},
+            {d: self.waits[d] + other.waits[d] for d in self.waits})
+
+    def calls_ms(self) -> float:
+        """The consumer's own cost per order beyond the services' work (its HTTP client and
+        the table write), measured in this run: mean of (picked to done) minus the work."""
+        return self.mean([(r.done_ms or 0) - (r.picked_ms or 0) - self.service_ms[r.id]
+                          for r in self.rows])
+
+    def beyond_work(self, design: str) -> list[float]:
+        """Per order: the user's wait minus the work it waited for (``sync`` or ``rr``), in
+        send order. What is left is the path: HTTP hops, and for request-reply the two trips
+        through the broker."""
+        waits = self.in_send_order(design)
+        return [w - float(b["work_ms"]) for w, b in zip(waits, self.bodies[design], strict=True)]
+
+    def consumer_ms_per_order(self) -> float:
+        """A consumer's time per order when orders wait for it, from this run: the two calls
+        (picked up to done) plus, where the next order of the partition was already waiting,
+        the gap from one done to the next picked up (the commit and the next poll)."""
+        gaps: list[float] = []
+        queues: dict[int, list[OrderRow]] = {}
+        for row in self.rows:
+            queues.setdefault(self.placed[row.id][0], []).append(row)
+        for queue in queues.values():
+            queue.sort(key=lambda r: self.placed[r.id][1])
+            gaps += [(nxt.picked_ms or 0) - (prev.done_ms or 0) for prev, nxt in
+                     zip(queue, queue[1:], strict=False)
+                     if (nxt.accepted_ms or 0) < (prev.done_ms or 0)]
+        gap = sum(gaps) / len(gaps) if gaps else 0.0
+        return self.mean([(r.done_ms or 0) - (r.picked_ms or 0) for r in self.rows]) + gap
+
+    def compare(self, a: Sequence[float] | str, b: Sequence[float] | str,
+                q: float = 0.5) -> Estimate:
+        """quantile(a) / quantile(b), paired by order moment (a design's name stands for its
+        latencies in send order, "end to end" for the 202 orders'), with a bootstrap
+        interval."""
+        return evidence.ratio(self._series(a), self._series(b), q, paired=True)
+
+    def mean_ratio(self, a: Sequence[float] | str, b: Sequence[float] | str) -> Estimate:
+        """mean(a) / mean(b), paired by order moment (see :meth:`compare`)."""
+        return bootstrap(lambda x, y: float(np.mean(x) / np.mean(y)), self._series(a),
+                         self._series(b), paired=True, method="paired bootstrap of the ratio "
+                         "of means")
+
+    def _series(self, x: Sequence[float] | str) -> Sequence[float]:
+        if x == "end to end":
+            return self.end_to_end
+        return self.in_send_order(x) if isinstance(x, str) else x
+
+    def predicted_end_to_end(self, pickup_ms: float, per_order_ms: float | None = None,
+                             queue: bool = True) -> list[float]:
+        """Each 202 order's end to end, predicted without its own time stamps: partition by
+        partition in the broker's offset order, an order starts when it arrives (plus
+        ``pickup_ms``, an idle consumer's fetch) or when the order ahead of it is done,
+        whichever is later, and takes payment's and inventory's own work time plus
+        ``per_order_ms`` (the consumer's own cost per order: :meth:`calls_ms` when not
+        given). Send order, like :attr:`rows`. ``queue=False`` leaves out the orders ahead
+        (each order alone): the control."""
+        if per_order_ms is None:
+            per_order_ms = self.calls_ms()
+        queues: dict[int, list[tuple[int, OrderRow]]] = {}
+        for row in self.rows:
+            partition, offset = self.placed[row.id]
+            queues.setdefault(partition, []).append((offset, row))
+        out: dict[str, float] = {}
+        for waiting in queues.values():
+            free = -float("inf")
+            for _offset, row in sorted(waiting, key=lambda item: item[0]):
+                arrived = row.accepted_ms or 0.0
+                start = max(arrived + pickup_ms, free if queue else -float("inf"))
+                free = start + self.service_ms[row.id] + per_order_ms
+                out[row.id] = free - arrived
+        return [out[row.id] for row in self.rows]
+
+    def prediction_error(self, pickup_ms: float, per_order_ms: float | None = None,
+                         queue: bool = True) -> Estimate:
+        """Mean of (measured - predicted) end to end, paired per order, with its interval."""
+        return bootstrap(lambda a, b: float(np.mean(a - b)), self.end_to_end,
+                         self.predicted_end_to_end(pickup_ms, per_order_ms, queue), paired=True,
+                         method="paired bootstrap of the mean difference")
 
     def p(self, design: str, q: float) -> float:
         """The ``q``-th percentile user-facing latency of ``design`` (ok answers, model ms)."""
@@ -419,29 +551,41 @@ class ThreeWays:
     """The same Poisson stream of orders sent to ``/sync``, ``/async`` and ``/rr`` at once."""
 
     def __init__(self, system: OrderSystem, seed: int = 11) -> None:
-        self.system, self.seed = system, seed
+        self.system, self.seed, self._seconds = system, seed, 5.0
         self.result: ThreeWaysResult | None = None
+
+    def more(self) -> ThreeWaysResult:
+        """The same load once more, pooled with the last result (for a claim's ``more=``)."""
+        require(self.result is not None, "run() first.")
+        earlier = self.result
+        self.result = earlier.pooled(self.run(earlier.rate, self._seconds))
+        return self.result
 
     def run(self, rate: float = 4.0, seconds: float = 5.0) -> ThreeWaysResult:
         """Send ``rate`` orders/s for ``seconds`` to each design; wait until all are done."""
         require(0 < rate <= 10, f"rate must be above 0 and at most 10 orders/s, got {rate!r}.",
                 "the consumers do about 4 orders/s each")
         times = poisson_times(rate, seconds, self.seed)
-        system = self.system
+        system, self._seconds = self.system, seconds
         gc.collect()   # no collector pause in the middle of the measurement
         recorders = {d: Recorder(LABELS[d]) for d in DESIGNS}
 
         async def all_three() -> list[list[Any]]:
+            start = asyncio.get_running_loop().time()   # one schedule for the three designs
             return list(await asyncio.gather(*(
-                place_orders(system.lab, system.orders.url + d, times, recorders[d])
-                for d in DESIGNS)))
+                place_orders(system.lab, system.orders.url + d, times, recorders[d],
+                             start=start) for d in DESIGNS)))
 
         bodies = system.lab.run(all_three(), timeout=to_wall(seconds) + 60)
         ids = ids_of(bodies[1])
         if not system.wait_done(ids):
             raise LabError(f"only {system.done_count(ids)} of {len(ids)} accepted orders were "
                            "done after 20 s.", "check the consumers: system.consumers")
-        self.result = ThreeWaysResult(recorders, system.rows(ids), rate)
+        rows = {r.id: r for r in system.rows(ids)}
+        self.result = ThreeWaysResult(
+            recorders, [rows[oid] for oid in ids], rate, dict(zip(DESIGNS, bodies, strict=True)),
+            {oid: system.placed[oid] for oid in ids},
+            {oid: system.service_ms(oid) for oid in ids})
         return self.result
 
     def summary(self) -> str:
@@ -492,10 +636,54 @@ class ThreeWays:
         return result
 
 
-def status_reads(system: OrderSystem, order_id: str, requests: int = 40) -> Recorder:
-    """``requests`` status reads of one order from 4 users (the hybrid's synchronous read)."""
-    return system.lab.closed_loop(system.orders, 4, requests, path=f"status?id={order_id}",
-                                  progress=False)
+@dataclass
+class StatusReads:
+    """Status reads through ``GET /status``: their latencies, and what each answer said."""
+
+    recorder: Recorder
+    said: list[tuple[str, Any]]   # (order id, the "status" in the answer's body)
+
+    def saying(self, status: str) -> int:
+        """How many answers said ``status``."""
+        return sum(1 for _oid, said in self.said if said == status)
+
+    def orders_read(self) -> int:
+        """How many different orders were read."""
+        return len({oid for oid, _ in self.said})
+
+
+def status_reads(system: OrderSystem, ids: list[str], rounds: int = 2,
+                 users: int = 4) -> StatusReads:
+    """Read the status of every order in ``ids`` ``rounds`` times, ``users`` at once (the
+    hybrid's synchronous read), keeping what each answer said."""
+    require(ids and rounds >= 1 and users >= 1, "status_reads needs order ids, rounds >= 1 "
+            "and users >= 1.")
+    reads = StatusReads(Recorder("status reads"), [])
+    todo = [oid for _ in range(rounds) for oid in ids]
+
+    async def user(k: int) -> None:
+        for oid in todo[k::users]:
+            answer = await fetch(system.lab.session, f"{system.orders.url}status?id={oid}",
+                                 None, "orders")
+            reads.recorder.record(0.0, answer["ms"], answer["status"])
+            body = answer["body"] if isinstance(answer["body"], dict) else {}
+            reads.said.append((oid, body.get("status")))
+
+    async def everyone() -> None:
+        await asyncio.gather(*(user(k) for k in range(users)))
+
+    system.lab.run(everyone(), timeout=60)
+    return reads
+
+
+def status_right_after_202(system: OrderSystem) -> str:
+    """Place one order through ``/async`` and read its status at once: what did it say?
+    (The control for the reads: the table must not say "done" before the work is.)"""
+    placed = system.call("async")
+    oid = placed.body["order_id"]
+    answer = system.lab.call(system.orders, f"status?id={oid}")
+    system.wait_done([oid], 10)
+    return str((answer.body or {}).get("status"))
 
 
 # ----- experiment: a command queue absorbs a burst ----------------------------------------------
@@ -507,6 +695,8 @@ class BurstResult:
     rows: list[OrderRow]
     lag: LagSeries
     consumers: int
+    placed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    charged: list[int] = field(default_factory=list)
 
     @property
     def drain_ms(self) -> float:
@@ -519,10 +709,10 @@ class BurstResult:
         return len(self.rows) / (self.drain_ms / 1000) if self.drain_ms > 0 else float("nan")
 
     def per_partition(self) -> dict[int, int]:
-        """Orders in each partition."""
+        """Orders in each partition, as the broker's acks placed them."""
         out: dict[int, int] = {}
-        for r in self.rows:
-            out[r.partition or 0] = out.get(r.partition or 0, 0) + 1
+        for partition, _offset in self.placed.values():
+            out[partition] = out.get(partition, 0) + 1
         return out
 
     @property
@@ -531,9 +721,10 @@ class BurstResult:
         spans = [(r.done_ms or 0) - (r.picked_ms or 0) for r in self.rows]
         return sum(spans) / len(spans)
 
-    def predicted_drain_ms(self) -> float:
-        """The busiest partition's orders, one after another: count x time per order."""
-        return max(self.per_partition().values()) * self.per_order_ms
+    def predicted_drain_ms(self, per_order_ms: float, pickup_ms: float = 0.0) -> float:
+        """The busiest partition's orders, one after another: count x ``per_order_ms``, a
+        time per order measured *before* the burst (not from this burst's rows)."""
+        return max(self.per_partition().values()) * per_order_ms + pickup_ms
 
 
 class Burst:
@@ -570,7 +761,9 @@ class Burst:
             raise LabError(f"the burst did not drain: {self._waiting()} orders still waiting.",
                            "check the consumers: system.consumers")
         self.result = BurstResult(recorder, system.rows(self._ids), self._lag,
-                                  len(system.consumers))
+                                  len(system.consumers),
+                                  {oid: system.placed[oid] for oid in self._ids},
+                                  system.charged(self._ids))
         return self.result
 
     def start(self, orders: int = 30) -> None:
@@ -627,22 +820,24 @@ class OutageResult:
     rows: list[OrderRow]
     lag: LagSeries
     marks: dict[str, float] = field(default_factory=dict)
+    charged: list[int] = field(default_factory=list)      # payment's count per accepted order
+    redelivered: dict[str, int] = field(default_factory=dict)   # the re-delivery's counts
+    control: dict[str, int] = field(default_factory=dict)       # the same, fulfil not idempotent
 
     @property
     def processed_once(self) -> int:
-        """Accepted orders done exactly once (attempts == 1)."""
-        return sum(r.status == "done" and r.attempts == 1 for r in self.rows)
+        """Accepted orders payment charged exactly once (its own record)."""
+        return self.charged.count(1)
 
     @property
     def lost(self) -> int:
-        """Accepted orders that never got done."""
-        done = {r.id for r in self.rows if r.status == "done"}
-        return sum(oid not in done for oid in self.accepted_ids)
+        """Accepted orders payment never charged."""
+        return self.charged.count(0)
 
     @property
     def twice(self) -> int:
-        """Orders whose work ran more than once."""
-        return sum(r.attempts > 1 for r in self.rows)
+        """Accepted orders payment charged more than once."""
+        return sum(c > 1 for c in self.charged)
 
 
 class Outage:
@@ -679,7 +874,7 @@ class Outage:
             time.sleep(0.05)
         down_ids = ids_of(future.result())
         counted = lag.sample()
-        broker_lag = system.lab.bus.lag(system.topic, "fulfilment")
+        broker_lag = system.lab.bus.lag(system.topic, system.group)
         marks = {"stopped": 0.0, "restarted": lag.points[-1][0]}
         system.start_consumers(len(system.consumers) or 1)
         deadline = time.monotonic() + 20
@@ -687,9 +882,24 @@ class Outage:
             time.sleep(0.02)
         marks["drained"] = lag.points[-1][0]
         ids = up_ids + down_ids
+        charged = system.charged(ids)   # before the re-deliveries below
+        again, control = self._redeliveries(up_ids)
         self.result = OutageResult(up, down, broker_lag, counted, ids, system.rows(ids), lag,
-                                   marks)
+                                   marks, charged, again, control)
         return self.result
+
+    def _redeliveries(self, done_ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+        """One done order's message delivered again (as after a crash before the commit), and
+        the control arm: another done order delivered again with fulfil's check switched off.
+        Counts come from fulfil's calls and from payment's own record."""
+        system = self.system
+        require(len(done_ids) >= 2, "the outage needs two orders before the stop.")
+        out = []
+        for oid, idempotent in ((done_ids[0], True), (done_ids[1], False)):
+            charges = system.redeliver(oid, idempotent=idempotent)
+            out.append({"order": oid, "deliveries": system.deliveries.get(oid, 0),
+                        "charges": charges})
+        return out[0], out[1]
 
     def summary(self) -> str:
         r = self.result
@@ -698,7 +908,11 @@ class Outage:
         return (f"202 p50 {r.up.percentile(50):.1f} ms with consumers, "
                 f"{r.down.percentile(50):.1f} ms without; lag at restart {r.lag_at_restart_broker} "
                 f"(broker) / {r.lag_counted} (counted); {len(r.accepted_ids)} accepted, "
-                f"{r.processed_once} done exactly once, {r.lost} lost, {r.twice} twice")
+                f"payment charged {r.processed_once} once, {r.lost} never, {r.twice} twice; "
+                f"order {r.redelivered['order']} delivered {r.redelivered['deliveries']}x, "
+                f"charged {r.redelivered['charges']}x; without the check, "
+                f"{r.control['order']} delivered {r.control['deliveries']}x, charged "
+                f"{r.control['charges']}x")
 
     def draw(self, ax: Any) -> None:
         r = self.result

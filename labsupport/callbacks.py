@@ -26,6 +26,7 @@ from aiohttp import web
 from .async_orders import OrderSystem, now_ms
 from .dashboard import PALETTE, Dashboard, set_controls
 from .errors import LabError, require
+from .evidence import Estimate, mean, quantile
 from .metrics import percentile
 from .services import fetch
 from .settings import to_wall
@@ -62,6 +63,7 @@ class CallbackRace:
         self.client = system.lab.service("client", 0, routes={"/hook": self._hook})
         self.results: list[Learned] = []
         self.interval_ms = 0.0
+        self.rate = 5.0
 
     async def _hook(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -95,7 +97,7 @@ class CallbackRace:
         require(20 <= interval_ms <= 5000, f"interval_ms must be 20 to 5000 ms, got "
                 f"{interval_ms!r}.", "e.g. 200")
         rng = random.Random(self.seed)
-        self.hooks, self.interval_ms = {}, interval_ms
+        self.hooks, self.interval_ms, self.rate = {}, interval_ms, rate
         gc.collect()   # no collector pause in the middle of the measurement
 
         async def everyone() -> list[tuple]:
@@ -123,6 +125,31 @@ class CallbackRace:
     def hook_delay(self, q: float = 50) -> float:
         """The ``q``-th percentile of done -> webhook arrived (model ms)."""
         return percentile([r.hook_delay_ms for r in self.results], q)
+
+    def poll_delay_mean(self) -> Estimate:
+        """The mean of done -> learned by polling (model ms), with its interval: a delay
+        spread evenly over the interval averages interval / 2."""
+        return mean([r.poll_delay_ms for r in self.results])
+
+    def more_poll_delays(self) -> Estimate:
+        """Run as many orders again (same interval and rate), keep them with the earlier
+        ones, and return the pooled :meth:`poll_delay_mean` (for a claim's ``more=``)."""
+        earlier, seed = list(self.results), self.seed
+        self.seed = seed + len(earlier)   # new polling phases, not a replay
+        try:
+            self.run(len(earlier), self.rate, self.interval_ms)
+        finally:
+            self.seed = seed
+        self.results = earlier + self.results
+        return self.poll_delay_mean()
+
+    def hook_delay_estimate(self, q: float = 0.5) -> Estimate:
+        """The ``q``-quantile of done -> webhook arrived (model ms), with its interval."""
+        return quantile([r.hook_delay_ms for r in self.results], q)
+
+    def polls_estimate(self) -> Estimate:
+        """Status requests per order (mean), with its interval."""
+        return mean([float(r.polls) for r in self.results])
 
     def polls_per_order(self) -> float:
         """Status requests each order's client made, on average."""

@@ -189,18 +189,27 @@ class GroupsDemo:
     seen: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
-        self.topic = self.lab.bus.topic("groups", self.partitions)
+        self._start()
+
+    def _start(self) -> None:
+        self.topic = self.lab.bus.topic("groups", self.partitions)   # a new, empty topic
+        self.seen = defaultdict(list)
         self.members = {
             "billing-1": self._member("billing", "billing-1"),
             "billing-2": self._member("billing", "billing-2"),
             "analytics-1": self._member("analytics", "analytics-1"),
         }
+        self.stopped = False
 
     def _member(self, group: str, name: str) -> Any:
         return self.lab.bus.worker(self.topic, group, self.seen[name].append, name=name)
 
     def wait_assigned(self) -> None:
-        """Wait until every member has its partitions (the group join, about 1-2 s)."""
+        """Wait until every member has its partitions (the group join, about 1-2 s).
+
+        After :meth:`stop` (a cell run again), new members join a new topic first."""
+        if self.stopped:
+            self._start()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             for worker in self.members.values():
@@ -244,6 +253,7 @@ class GroupsDemo:
         """Every member leaves its group."""
         for worker in self.members.values():
             worker.stop()
+        self.stopped = True
 
 
 @dataclass

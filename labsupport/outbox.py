@@ -109,20 +109,31 @@ class OutboxCount:
     events_on_topic: int
     lost: int
     duplicates_on_topic: int
-    applied_downstream: int
+    applied_downstream: int     # shipment rows the idempotent consumer wrote
     crashes: int
+    shipped_orders: int = 0     # distinct orders among those rows
+    shipped_without_dedup: int = 0   # the control: rows a consumer without dedup wrote
 
 
-def consume_idempotently(store: Store, events: Iterable[Any]) -> int:
-    """The downstream service: apply each event once (dedup by its id); returns applied."""
+def consume_idempotently(store: Store, events: Iterable[Any], dedup_ids: bool = True
+                         ) -> tuple[int, int]:
+    """The downstream service: ship each event's order, once per event id (``dedup_ids``;
+    ``False`` is the control, a consumer without dedup). Returns what its ``shipments``
+    table holds afterwards: (rows, distinct orders)."""
     dedup.ensure_table(store)
     store.execute("CREATE TABLE IF NOT EXISTS shipments (order_id TEXT)")
-    applied = 0
     for event in events:
         order = event.value["order"]
-        applied += dedup.apply_once(store, event.value["id"], lambda tx, o=order: tx.execute(
-            "INSERT INTO shipments VALUES (?)", (o,)))
-    return applied
+
+        def ship(tx: Any, o: str = order) -> None:
+            tx.execute("INSERT INTO shipments VALUES (?)", (o,))
+        if dedup_ids:
+            dedup.apply_once(store, event.value["id"], ship)
+        else:
+            with store.transaction() as tx:
+                ship(tx)
+    return (int(store.scalar("SELECT COUNT(*) FROM shipments") or 0),
+            int(store.scalar("SELECT COUNT(DISTINCT order_id) FROM shipments") or 0))
 
 
 class OutboxExperiment:
@@ -145,7 +156,8 @@ class OutboxExperiment:
         """Every order: save, then publish; at a crash index the process dies in between
         (and the next order is served by the restarted service)."""
         bus = self.lab.bus
-        topic, store = bus.topic("orders-dual"), create_tables(self.lab.store("orders_dual"))
+        topic = bus.topic("orders-dual")
+        store = create_tables(self.lab.store("orders_dual", fresh=True))
         pub = bus.publisher()
         crashes = 0
         for i, order_id in enumerate(self._ids()):
@@ -160,7 +172,8 @@ class OutboxExperiment:
         """Every order through the outbox; the relay dies after publishing the events of
         the crash indexes (before marking them), and a new relay takes over each time."""
         bus = self.lab.bus
-        topic, store = bus.topic("orders-outbox"), create_tables(self.lab.store("orders_outbox"))
+        topic = bus.topic("orders-outbox")
+        store = create_tables(self.lab.store("orders_outbox", fresh=True))
         pub = bus.publisher()
         ids = self._ids()
         for order_id in ids:
@@ -184,10 +197,11 @@ class OutboxExperiment:
         saved = int(store.scalar("SELECT COUNT(*) FROM orders") or 0)
         events = read_topic(topic, expected=self.orders + len(self.crash_at))
         ids = [e.value["id"] for e in events]
-        downstream = self.lab.store(downstream_name)
-        applied = consume_idempotently(downstream, events)
+        rows, orders = consume_idempotently(self.lab.store(downstream_name, fresh=True), events)
+        plain, _ = consume_idempotently(self.lab.store(downstream_name + "_plain", fresh=True),
+                                        events, dedup_ids=False)
         result = OutboxCount(name, saved, len(events), saved - len(set(ids)),
-                             len(ids) - len(set(ids)), applied, crashes)
+                             len(ids) - len(set(ids)), rows, crashes, orders, plain)
         self.results[name] = result
         return result
 

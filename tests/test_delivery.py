@@ -225,6 +225,7 @@ def test_outbox_loses_nothing_where_a_dual_write_loses(lab_at):
     dual, relayed = outbox.run_dual_write(), outbox.run_outbox()
     assert (dual.orders, dual.events_on_topic, dual.lost, dual.applied_downstream) == (10, 8, 2, 8)
     assert (relayed.lost, relayed.duplicates_on_topic, relayed.applied_downstream) == (0, 2, 10)
+    assert (relayed.shipped_orders, relayed.shipped_without_dedup) == (10, 12)
     with pytest.raises(BadParameter, match="crash_at"):
         OutboxExperiment(lab, orders=3, crash_at=(5,))
 

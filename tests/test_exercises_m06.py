@@ -2,6 +2,8 @@
 own message. The checker needs no broker: it runs on SQLite files in a temporary folder."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from labsupport.exercises import declared_questions
@@ -134,10 +136,21 @@ def test_each_wrong_handle_gets_its_own_message(mistake, message, capsys):
     assert message in out, out
 
 
+def without_suffix(message: str) -> str:
+    """The message with each payment id's fresh suffix taken off (p-20-3fa2c1 -> p-20)."""
+    return re.sub(r"(p-\d+)-[0-9a-f]{6}", r"\1", message)
+
+
 def test_messages_are_distinct():
-    outs = {q1._evaluate(make_handle(mistake))[1] for mistake, _ in MISTAKES}
-    outs |= {q1._evaluate(in_memory(kind))[1] for kind, _ in IN_MEMORY}
+    outs = {without_suffix(q1._evaluate(make_handle(mistake))[1]) for mistake, _ in MISTAKES}
+    outs |= {without_suffix(q1._evaluate(in_memory(kind))[1]) for kind, _ in IN_MEMORY}
     assert len(outs) == len(MISTAKES) + len(IN_MEMORY)
+
+
+def test_every_check_uses_fresh_payment_ids():
+    first = q1._evaluate(make_handle("no dedup"))[1]
+    second = q1._evaluate(make_handle("no dedup"))[1]
+    assert first != second and without_suffix(first) == without_suffix(second)
 
 
 # Handlers that remember applied ids in process memory, written as a learner would in a
