@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,11 +90,13 @@ class AsyncPyBreaker:
     around an ``await``: entering it raises ``CircuitBreakerError`` when the breaker is
     open, leaving it counts a success or (with an exception) a failure.
 
-    What pybreaker cannot do from asyncio is keep half-open to *one* trial: with threads
-    its lock is held for the whole call, but every coroutine runs on the same thread and
-    the lock is re-entrant, so it stops nobody. ``trial_limit`` adds that gate: while
-    the breaker is not closed, at most ``trial_limit`` calls are in flight; others get
-    :class:`BreakerOpen` at once. ``trial_limit=None`` leaves pybreaker as it is.
+    What pybreaker does not do with ``calling()`` is keep half-open to *one* trial, from
+    threads or from coroutines: its lock guards only the check on the way in and is
+    released before the block runs (see :func:`threads_inside`). ``trial_limit`` adds that
+    gate: while the breaker is not closed, at most ``trial_limit`` calls are in flight;
+    others get :class:`BreakerOpen` at once. ``trial_limit=None`` leaves pybreaker as it is.
+    (``breaker.call(fn)`` from threads is the opposite extreme: it holds the lock for the
+    whole call, so it lets one thread at a time through even while closed.)
     """
 
     def __init__(self, fail_max: int = 5, reset_timeout_s: float = 60.0,
@@ -244,7 +248,11 @@ class BreakerWatch:
 
     def refused_ms(self, p: float = 50) -> float:
         """The ``p``-th percentile time (model ms) a refused call spent in the guard."""
-        return percentile([e.ms for e in self.events if e.outcome == "refused"], p)
+        return percentile(self.refused_times(), p)
+
+    def refused_times(self) -> list[float]:
+        """The time (model ms) each refused call spent in the guard."""
+        return [e.ms for e in self.events if e.outcome == "refused"]
 
     def path(self) -> list[str]:
         """The states in the order the breaker went through them, from closed."""
@@ -542,7 +550,7 @@ class Defaults:
 
 
 DEFAULTS: Sequence[Defaults] = (
-    Defaults("pybreaker 1.4", "consecutive calls", "5 failures in a row", "60 s", "1 trial"),
+    Defaults("pybreaker 1.4", "consecutive calls", "5 failures in a row", "60 s", "no limit"),
     Defaults("resilience4j 2", "last 100 calls", ">= 50% failed, >= 100 calls", "60 s",
              "10 trials"),
     Defaults("Hystrix 1.5", "rolling 10 s", ">= 50% failed, >= 20 requests", "5 s",
@@ -564,6 +572,94 @@ def defaults_table() -> str:
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# ----- pybreaker's lock and its consecutive count, measured ---------------------------------
+@dataclass(frozen=True)
+class ThreadedRun:
+    """Threads that went through one pybreaker at the same moment."""
+
+    how: str            # "call" or "calling"
+    threads: int
+    peak_inside: int    # the most threads inside the protected block at once
+    elapsed_s: float    # wall seconds until every thread was done
+
+
+def threads_inside(how: str, threads: int = 10, work_s: float = 0.05,
+                   half_open: bool = False) -> ThreadedRun:
+    """Send ``threads`` threads at once through a real ``pybreaker.CircuitBreaker``, each
+    doing ``work_s`` seconds of (sleeping) work, and count how many are inside at once.
+
+    ``how="call"`` uses ``breaker.call(work)``; ``how="calling"`` uses
+    ``with breaker.calling(): work()``. With ``half_open=True`` the breaker is first
+    opened by one failure and its reset timeout waited out, so the burst arrives when the
+    next call is the trial.
+    """
+    require(how in ("call", "calling"), f"how must be 'call' or 'calling', not {how!r}.")
+    breaker = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.05,
+                                       throw_new_error_on_trip=False)
+    if half_open:
+        with contextlib.suppress(ConnectionError), breaker.calling():
+            raise ConnectionError("down")
+        time.sleep(0.06)
+    inside, peak, count = threading.Lock(), [0], [0]
+
+    def work() -> None:
+        with inside:
+            count[0] += 1
+            peak[0] = max(peak[0], count[0])
+        time.sleep(work_s)
+        with inside:
+            count[0] -= 1
+
+    def one() -> None:
+        gate.wait()
+        with contextlib.suppress(pybreaker.CircuitBreakerError):
+            if how == "call":
+                breaker.call(work)
+            else:
+                with breaker.calling():
+                    work()
+
+    gate = threading.Barrier(threads)
+    workers = [threading.Thread(target=one, name=f"pybreaker-{how}-{i}") for i in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return ThreadedRun(how, threads, peak[0], time.perf_counter() - started)
+
+
+def expected_calls_to_open(p_fail: float, fail_max: int) -> float:
+    """The mean number of calls until ``fail_max`` failures in a row, when each call fails
+    with probability ``p_fail`` independently: (1 − p^k) / ((1 − p) · p^k).
+
+    >>> round(expected_calls_to_open(0.3, 5))
+    586
+    """
+    require(0 < p_fail < 1, f"p_fail must be between 0 and 1, got {p_fail}.")
+    require(isinstance(fail_max, int) and fail_max >= 1, "fail_max must be 1 or more.")
+    run = p_fail ** fail_max
+    return (1 - run) / ((1 - p_fail) * run)
+
+
+def calls_until_open(p_fail: float, fail_max: int = 5, runs: int = 1000,
+                     seed: int = 4) -> list[int]:
+    """For each of ``runs`` fresh ``pybreaker.CircuitBreaker(fail_max)``, the calls made
+    (each failing with probability ``p_fail``, seeded) until the breaker opened."""
+    rng, counts = random.Random(seed), []
+    for _ in range(runs):
+        breaker = pybreaker.CircuitBreaker(fail_max=fail_max, reset_timeout=60,
+                                           throw_new_error_on_trip=False)
+        calls = 0
+        while breaker.current_state == CLOSED:
+            calls += 1
+            with contextlib.suppress(ConnectionError), breaker.calling():
+                if rng.random() < p_fail:
+                    raise ConnectionError("a random failure")
+        counts.append(calls)
+    return counts
 
 
 def trials_in_outage(outage_s: float, rate: float, fail_max: int, reset_s: float) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 from . import load
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
+from .evidence import Estimate, share
 from .lab import Lab
 from .latency import LatencyModel, LogNormal
 from .metrics import Recorder, Sample
@@ -126,6 +127,7 @@ class CascadeResult:
     names: tuple[str, str, str] = ("a", "b", "c")
     calls_to_b_at_slow: int | None = None
     inside_before_c: int = 0
+    slowed_t: float | None = None  # model s when C really slowed down (slow_at, or a bit later)
 
     def mean_in_flight(self, name: str, start: float, end: float) -> float:
         """Time-averaged requests inside service ``name`` between ``start`` and ``end``."""
@@ -148,8 +150,9 @@ class CascadeResult:
         """How long after C slowed down the pool of ``name`` (default: a) was full."""
         require(self.slow_at is not None, "this run never slowed C down.",
                 "run with slow_at=... and slow_to=...")
-        full = self.full_at(name or self.names[0], self.slow_at)
-        return math.nan if full is None else full - self.slow_at
+        start = self.slowed_t if self.slowed_t is not None else self.slow_at
+        full = self.full_at(name or self.names[0], start)
+        return math.nan if full is None else full - start
 
     def requests_to_fill(self, name: str | None = None) -> float:
         """How many new requests reached ``b`` between C's slow-down and ``name`` being full.
@@ -275,7 +278,8 @@ class CascadeExperiment:
                 load.open_loop(session, self.a.url + "local", local_rate, result.duration,
                                result.local, local_timeout_ms, seed=seed)]
         if result.slow_at is not None:
-            jobs.append(self._later(result.slow_at, lambda: self._slow_down(result, slow_model)))
+            jobs.append(self._later(result.slow_at,
+                                    lambda: self._slow_down(result, slow_model, origin)))
         if burst_at is not None:
             jobs.append(self._burst(result, burst_at, main_timeout_ms))
         over = result.duration + max(main_timeout_ms, local_timeout_ms) / 1000
@@ -287,7 +291,8 @@ class CascadeExperiment:
             stop_gauges.set()
             await sampler
 
-    def _slow_down(self, result: CascadeResult, model: LatencyModel) -> None:
+    def _slow_down(self, result: CascadeResult, model: LatencyModel, origin: float) -> None:
+        result.slowed_t = to_model(asyncio.get_running_loop().time() - origin)
         result.calls_to_b_at_slow = self.b.received
         result.inside_before_c = max(0, self.a.pool.busy - self.c.pool.busy - self.c.pool.waiting)
         self.c.set(latency=model)
@@ -525,6 +530,16 @@ class TimeoutPoint:
     @property
     def theory(self) -> float:
         return 1 - self.percentile / 100
+
+    def share(self) -> Estimate:
+        """The measured share of healthy calls cut off, with its (Wilson) interval."""
+        return share(self.timeouts, self.requests)
+
+    def merged(self, other: TimeoutPoint) -> TimeoutPoint:
+        """This point and ``other`` (the same percentile) as one bigger sample."""
+        require(other.percentile == self.percentile, "merge points of the same percentile.")
+        return TimeoutPoint(self.percentile, self.timeout_ms, self.requests + other.requests,
+                            self.timeouts + other.timeouts)
 
 
 class TimeoutExperiment:

@@ -133,7 +133,11 @@ class GatewayExperiment:
     def median_ms(self) -> float:
         from .metrics import percentile
 
-        return percentile([r["ms"] for r in self.results], 50)
+        return percentile(self.waits_ms(), 50)
+
+    def waits_ms(self) -> list[float]:
+        """How long each caller of the last run waited (model ms)."""
+        return [r["ms"] for r in self.results]
 
     def attempts_per_call(self) -> float:
         """Attempts that reached the hung service, per call (counted by the service)."""

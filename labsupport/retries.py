@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from .claims import Claim, expect_at_least
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import require
+from .evidence import ratio
 from .lab import Lab
 from .services import CallResult, Guard, Service, fetch
 from .settings import to_model, to_wall
@@ -182,13 +183,25 @@ def retry_guard(attempts: int, policy: Policy | None = None, budget: object | No
     return guard
 
 
-def expect_more(name: str, larger: float, smaller: float, factor: float,
-                meaning: str) -> Claim:
+def expect_more(name: str, larger: float | Sequence[float], smaller: float | Sequence[float],
+                factor: float, meaning: str) -> Claim:
     """Claim an ordering with a margin: ``larger >= factor * smaller``; the measured value
-    printed is the ratio ``larger / smaller``."""
-    require(smaller > 0 and factor > 0, "smaller and factor must be above 0.")
-    return expect_at_least(f"{name} ({larger:,.0f} vs {smaller:,.0f}), ratio", larger / smaller,
-                           factor, meaning)
+    printed is the ratio ``larger / smaller``.
+
+    Give two lists (one number per run, e.g. the calls of three seeded runs) and the ratio
+    is that of their medians, with a bootstrap interval: a few runs that overlap come out
+    INCONCLUSIVE instead of passing on the luck of their averages.
+    """
+    if isinstance(larger, (int, float)) and isinstance(smaller, (int, float)):
+        require(smaller > 0 and factor > 0, "smaller and factor must be above 0.")
+        return expect_at_least(f"{name} ({larger:,.0f} vs {smaller:,.0f}), ratio",
+                               larger / smaller, factor, meaning)
+    big = [larger] if isinstance(larger, (int, float)) else list(larger)
+    small = [smaller] if isinstance(smaller, (int, float)) else list(smaller)
+    require(factor > 0 and small and min(small) > 0,
+            "smaller must hold numbers above 0, and factor must be above 0.")
+    return expect_at_least(f"{name}, ratio of the medians of {len(big)} and {len(small)} runs",
+                           ratio(big, small, q=0.5), factor, meaning)
 
 
 # ----- experiment 1: policies against a dependency that fails under contention ------------

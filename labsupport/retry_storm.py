@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import require
+from .evidence import Estimate, share
 from .lab import Lab
 from .latency import Constant
 from .load import open_loop
@@ -77,6 +78,7 @@ class StormRun:
     load: list[tuple[float, float]] = field(default_factory=list)
     requests: int = 0
     db_calls: int = 0
+    db_received: int = 0
     budget: RetryBudget | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -85,10 +87,21 @@ class StormRun:
         """Calls the api made to the db beyond one per request."""
         return max(0, self.db_calls - self.requests)
 
+    @property
+    def extra_at_db(self) -> int:
+        """Calls the db itself counted beyond one per user request (its own counter, not
+        the api's): the load retries added."""
+        return max(0, self.db_received - self.requests)
+
     def success_after(self, start: float) -> float:
         """Share of requests sent from ``start`` (model s) on that succeeded."""
         late = [s for s in self.recorder.samples if s.t >= start]
         return sum(s.ok for s in late) / len(late) if late else float("nan")
+
+    def success_share(self, start: float) -> Estimate:
+        """:meth:`success_after` with its (Wilson) interval: few requests, wide interval."""
+        late = [s for s in self.recorder.samples if s.t >= start]
+        return share(sum(s.ok for s in late), len(late))
 
     def load_after(self, start: float) -> float:
         """Mean calls per second reaching the db from ``start`` (model s) to the end."""
@@ -167,6 +180,7 @@ class RetryStorm:
             sampler.cancel()
             await asyncio.gather(trigger, sampler, return_exceptions=True)
             run.requests, run.db_calls = self.api.received, self.api.downstream_calls
+            run.db_received = self.db.received
             await self._drain()
         finally:
             self.db.set(latency=self.latency)

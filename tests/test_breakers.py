@@ -17,12 +17,15 @@ from labsupport.breakers import (
     FlappingScenario,
     HalfOpenBurst,
     calls_through_outage,
+    calls_until_open,
     defaults_table,
     draw_lanes,
     draw_timeline,
+    expected_calls_to_open,
     lamp_html,
     mismatches,
     sleep_model,
+    threads_inside,
     trials_in_outage,
 )
 from labsupport.errors import BadParameter, LabError
@@ -163,6 +166,7 @@ def test_watch_records_calls_streak_and_falls_back_to_the_cache(fast):
     assert watch.streak_at_first_open() == 2
     assert watch.path() == ["closed", "open"]
     assert watch.refused_ms() < 1.0
+    assert len(watch.refused_times()) == watch.count("refused")
 
 
 def test_watch_without_fallback_passes_errors_on(fast):
@@ -207,7 +211,7 @@ def test_trials_and_calls_through_an_outage():
 
 def test_defaults_table_has_each_library_and_its_numbers():
     table = defaults_table()
-    for library, numbers in (("pybreaker", ("5 failures in a row", "60 s", "1 trial")),
+    for library, numbers in (("pybreaker", ("5 failures in a row", "60 s", "no limit")),
                              ("resilience4j", ("last 100 calls", "50%", "60 s", "10 trials")),
                              ("Hystrix", ("rolling 10 s", "20 requests", "5 s", "1 trial"))):
         row = next(line for line in table.splitlines() if line.startswith(library))
@@ -323,6 +327,7 @@ def test_policy_against_a_hung_service(lab):
     policy = GatewayPolicy(total_ms=600, attempts=3, per_try_ms=300, backoff_ms=50)
     gateway.run(policy, callers=4)
     assert gateway.median_ms() == pytest.approx(600, abs=30 + overhead)
+    assert len(gateway.waits_ms()) == len(gateway.results)
     assert gateway.attempts_per_call() == policy.attempts_started() == 2
     assert all(r["status"] == 0 for r in gateway.results)
     healthy = lab.service("fine", 20)
@@ -337,3 +342,23 @@ def test_policy_inside_a_breaker_stops_paying_the_deadline(lab):
     assert all(ms == pytest.approx(300, abs=60) for ms in costs[:2])
     assert max(costs[2:]) < 1.0
     assert gateway.hung.received == 2 * policy.attempts_started()
+
+
+def test_pybreaker_call_serialises_threads_and_calling_does_not():
+    """pybreaker 1.4.1: call() holds the lock for the whole call; calling() releases it
+    before the block runs, so it limits neither closed traffic nor half-open trials."""
+    assert threads_inside("call", threads=6, work_s=0.03).peak_inside == 1
+    assert threads_inside("calling", threads=6, work_s=0.03).peak_inside == 6
+    assert threads_inside("calling", threads=6, work_s=0.03, half_open=True).peak_inside == 6
+    with pytest.raises(BadParameter):
+        threads_inside("run")
+
+
+def test_random_failures_open_a_consecutive_breaker_about_as_often_as_expected():
+    assert round(expected_calls_to_open(0.3, 5)) == 586
+    assert expected_calls_to_open(0.5, 1) == pytest.approx(2.0)
+    counts = calls_until_open(0.5, fail_max=2, runs=400, seed=1)
+    assert min(counts) >= 2
+    assert sum(counts) / len(counts) == pytest.approx(expected_calls_to_open(0.5, 2), rel=0.15)
+    with pytest.raises(BadParameter):
+        expected_calls_to_open(1.0, 5)

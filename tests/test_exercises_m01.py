@@ -168,6 +168,7 @@ def test_q4_solution_passes(capsys):
     start = time.perf_counter()
     ok, out = verdict(q4, solution_namespace(q4)["fetch_all"], capsys)
     assert ok, out
+    assert "Measured: four services" in out and "with one service hung it returned" in out
     assert time.perf_counter() - start < 5
     assert threading.active_count() == before  # its private lab is closed again
 

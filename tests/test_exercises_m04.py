@@ -75,10 +75,13 @@ def make_breaker(mistake: str | None = None) -> type:
                 try:
                     result = await fn()
                 except Exception:
+                    self.trial = False
                     self._become("open")
                     raise
                 finally:
-                    self.trial = False
+                    if mistake != "flag kept on cancel":  # the flag cleared only on errors
+                        self.trial = False
+                self.trial = False
                 self._become("closed")
                 return result
             try:
@@ -125,6 +128,7 @@ def test_an_independent_correct_breaker_passes(capsys):
     ("many trials", "10 of them reached fn: only one trial may be in flight"),
     ("listener new-old", "listener(new, old); the order is listener(old_state, new_state)"),
     ("late news", "the trial call ran before your listeners heard"),
+    ("flag kept on cancel", "clear the trial flag in a `finally:` block"),
 ])
 def test_each_wrong_breaker_gets_its_own_message(mistake, message, capsys):
     ok, out = verdict(make_breaker(mistake), capsys)
@@ -137,10 +141,10 @@ def test_messages_are_distinct():
     outs = set()
     for mistake in ("one too late", "one too early", "success keeps count", "calls while open",
                     "never half-open", "closes without trial", "many trials",
-                    "listener new-old", "late news"):
+                    "listener new-old", "late news", "flag kept on cancel"):
         q1_status = q1._evaluate(make_breaker(mistake))
         outs.add(q1_status[1])
-    assert len(outs) == 9
+    assert len(outs) == 10
 
 
 def test_a_breaker_that_serialises_closed_traffic_is_rejected(capsys):

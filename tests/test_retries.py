@@ -84,6 +84,15 @@ def test_expect_more_passes_and_fails(capsys, monkeypatch):
     assert "FAIL  a vs b (150 vs 100), ratio: measured 1.5, claim at least 2" in out
 
 
+def test_expect_more_on_runs_decides_from_the_interval(capsys, monkeypatch):
+    monkeypatch.delenv("LAB_STRICT", raising=False)
+    assert expect_more("runs", [300, 320], [100, 110, 105], 2, meaning="clearly").passed
+    overlap = expect_more("runs", [300, 120], [100, 110, 105], 2, meaning="overlap")
+    assert overlap.inconclusive
+    assert not expect_more("runs", [150, 160], [100, 110, 105], 2, meaning="no").passed
+    assert "ratio of the medians of 2 and 3 runs" in capsys.readouterr().out
+
+
 def test_tenacity_schedules_match_ours():
     import tenacity
 
@@ -190,5 +199,7 @@ def test_storm_outlasts_its_trigger_and_a_budget_recovers(lab):
     calm = storm.run(RetryBudget(), duration=8, trigger=(1, 3))
     assert calm.success_after(5) > 0.9
     assert calm.retries <= 0.1 * calm.requests + 10
+    assert calm.extra_at_db <= 0.1 * calm.requests + 10 < stormy.extra_at_db
+    assert calm.success_share(5).n == len([s for s in calm.recorder.samples if s.t >= 5])
     assert storm.db.in_flight == 0, "the db's abandoned work is drained after each run"
     assert "no budget" in storm.summary() and "retry budget 10%" in storm.summary()

@@ -19,6 +19,7 @@ concurrent callers only one trial is in flight while half-open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
@@ -315,6 +316,30 @@ async def _concurrent(cls: type) -> None:
         raise NotYet(f"after the one good trial the state is {h.state!r}; it should be closed.")
 
 
+async def _cancelled_trial(cls: type) -> None:
+    """A trial whose dependency hangs is cut off by its caller's timeout (``wait_for``
+    cancels the await). The breaker must not believe that trial is still in flight."""
+    h = _Harness(cls, 2)
+    await h.open_it()
+    h.clock.advance(RESET + 1)
+    h.dep.gate = asyncio.Event()        # the dependency hangs: the trial never answers
+    trial = asyncio.ensure_future(h.call())
+    await _settle()
+    trial.cancel()                      # what asyncio.wait_for does when the caller gives up
+    with contextlib.suppress(asyncio.CancelledError):
+        await trial
+    h.dep.gate = None
+    h.clock.advance(RESET + 1)
+    before = h.dep.calls
+    await h.call()
+    if h.dep.calls == before:
+        raise NotYet("a trial call whose dependency hung was cancelled by its caller's timeout "
+                     f"(asyncio.wait_for), and {RESET:g} s later your breaker still refused "
+                     "every call: it believes the trial is in flight forever. CancelledError "
+                     "is not an Exception, so `except Exception` never sees it: clear the "
+                     "trial flag in a `finally:` block.")
+
+
 async def _settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
@@ -335,6 +360,7 @@ class _BreakerStep(Step):
         _run_async(recover)
         _check_log(logs[0])
         _run_async(lambda: _concurrent(answer))
+        _run_async(lambda: _cancelled_trial(answer))
 
     @staticmethod
     def _interface(answer: Any) -> None:
@@ -367,12 +393,14 @@ q1 = Question(
         "(self.opened_at = self.clock()) each time you open, also after a failed trial.",
         "In call(): if open and the timeout has passed, move to half-open. If half-open and a "
         "trial is already running, raise BreakerOpen. Set self.trial_running = True *before* "
-        "`await fn()`, so callers that arrive during the await are refused; in the except/"
-        "else branches, a half-open failure re-opens and a half-open success closes.",
+        "`await fn()`, so callers that arrive during the await are refused, and clear it in a "
+        "`finally:` (a cancelled trial raises CancelledError, not an Exception); a half-open "
+        "failure re-opens and a half-open success closes.",
     ],
     success="your breaker opens at exactly fail_max, fails fast while open, sends one trial "
             "after reset_timeout (only one, even with concurrent callers), re-opens on a failed "
-            "trial, closes on a good one, and tells its listeners in order.",
+            "trial, closes on a good one, recovers from a trial cut off by a timeout, and tells "
+            "its listeners in order.",
 )
 
 QUESTIONS = [q1]
