@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .cqrs import OrderShop, _together, model_now, open_loop, require_positive
+from .cqrs import OrderShop, fire_paths, model_now, require_positive
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
 from .evidence import Estimate, difference, share
+from .load import Shot
 from .metrics import Recorder, percentile
-from .services import fetch
 from .settings import to_wall
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -118,6 +119,7 @@ def compute_summary(shop: OrderShop, customer: str) -> Entry:
 
 
 _caches = itertools.count(1)
+CACHES = ("ttl", "event")   # the order in which each read goes to the two caches
 
 
 class CacheExperiment:
@@ -227,11 +229,19 @@ class CacheExperiment:
         self.refresh_ms = []
         self.started = model_now()
         self.shop.commands.set(latency=5)
-        stop = threading.Event()
-        self.run_future = self.lab.submit(_together(
-            open_loop(self.shop._random_write, write_rate, duration, Recorder("writes"), stop),
-            open_loop(self._read_both, read_rate, duration, Recorder("reads"), stop)))
+        self.run_future = self.lab.submit(self._traffic(write_rate, read_rate, duration))
         return self.run_future
+
+    async def _traffic(self, write_rate: float, read_rate: float, duration: float) -> None:
+        """Writes on the shop; each read sent to both caches at the same moment."""
+        schedule = [(t, f"summary/{path.split('/')[-1]}")
+                    for t, path in self.shop.read_schedule(read_rate, duration)]
+        judged: dict[tuple[int, int], tuple[float, float]] = {}
+        _, answers = await asyncio.gather(
+            self.shop.write_load(write_rate, duration, Recorder("writes")),
+            fire_paths(self.lab.session, [self.ttl_service.url, self.event_service.url],
+                       schedule, on_shot=lambda side, shot: self._judge(side, shot, judged)))
+        self._keep_pairs(answers, judged)
 
     def run(self, write_rate: float = 10.0, read_rate: float = 40.0,
             duration: float = 8.0) -> CacheExperiment:
@@ -239,48 +249,53 @@ class CacheExperiment:
         self.start(write_rate, read_rate, duration).result()
         return self
 
-    async def _read_both(self) -> int:
-        """One user read sent to both caches at once; the reader judges each answer against
-        the command side's history of the customer's value at the moment it arrived."""
-        customer = self.rng.choice(self.shop.customers)
-        results = await asyncio.gather(*(
-            fetch(self.lab.session, f"{svc.url}summary/{customer}", None)
-            for svc in (self.ttl_service, self.event_service)))
-        now = model_now()
-        if any(r["status"] != 200 for r in results):
-            return max(r["status"] for r in results)   # keep the two logs pair by pair
-        for name, result in zip(("ttl", "event"), results, strict=True):
-            body = result["body"]
-            answer = (body["orders"], round(float(body["amount"]), 2))
+    def _judge(self, side: int, shot: Shot, judged: dict[tuple[int, int],
+                                                        tuple[float, float]]) -> None:
+        """The reader judges one answer, as it arrives, against the command side's history
+        of the customer's value at that moment (and the live plot shows it)."""
+        if not shot.ok:
+            return
+        now, body = model_now(), shot.body
+        customer = body["customer"]
+        staleness = self.shop.stale_since_ms(customer, (body["orders"],
+                                                        round(float(body["amount"]), 2)), now)
+        judged[(side, shot.index)] = (now - self.started, staleness)
+        log = self.logs[CACHES[side]]
+        log.staleness_ms.append(staleness)
+        log.times.append(now - self.started)
+        log.origin_requests = self.origin[f"{CACHES[side]}_cache"]
+
+    def _keep_pairs(self, answers: list[list[Shot]],
+                    judged: dict[tuple[int, int], tuple[float, float]]) -> None:
+        """After the run, each log in schedule order, keeping only the reads both caches
+        answered: ``logs['ttl'].staleness_ms[i]`` and ``logs['event']...[i]`` are a pair."""
+        both = sorted({s.index for s in answers[0]} & {s.index for s in answers[1]}
+                      & {i for side, i in judged if side == 0}
+                      & {i for side, i in judged if side == 1})
+        for side, name in enumerate(CACHES):
             log = self.logs[name]
-            log.staleness_ms.append(self.shop.stale_since_ms(customer, answer, now))
-            log.times.append(now - self.started)
-        self.logs["ttl"].origin_requests = self.origin["ttl_cache"]
-        self.logs["event"].origin_requests = self.origin["event_cache"]
-        return max(r["status"] for r in results)
+            log.times = [judged[(side, i)][0] for i in both]
+            log.staleness_ms = [judged[(side, i)][1] for i in both]
+            log.origin_requests = self.origin[f"{name}_cache"]
 
     def _catch_up(self, events: int, timeout: float = 20.0) -> None:
         """Wait until the worker has read the ``events`` already on the topic (it skips the
         ones the precomputed entries include), so a run starts with a caught-up worker."""
-        deadline = time.monotonic() + timeout
-        while self.worker.processed < events:
-            if time.monotonic() > deadline or not self.worker.running:
-                self.worker.stop()   # re-raises a handler error, if that is what happened
-                raise LabError(f"The event cache's worker read {self.worker.processed} of "
-                               f"{events} events within {timeout:g} s.",
-                               "check the broker (python -m labsupport broker status)")
-            time.sleep(0.01)
+        wait_until(lambda: self.worker.processed >= events or not self.worker.running,
+                   timeout, interval=0.01)
+        if self.worker.processed < events:
+            self.worker.stop()   # re-raises a handler error, if that is what happened
+            raise LabError(f"The event cache's worker read {self.worker.processed} of "
+                           f"{events} events within {timeout:g} s.",
+                           "check the broker (python -m labsupport broker status)")
 
     def wait_refreshed(self, timeout: float = 10.0) -> None:
         """Block until the event cache holds every committed write (the worker caught up)."""
-        deadline = time.monotonic() + timeout
-        while any(self.event_entries[c].seq < self.shop.history[c][-1][0]
-                  for c in self.shop.customers):
-            if time.monotonic() > deadline:
-                raise LabError(f"The event cache was still behind after {timeout:g} s.",
-                               "check the broker (python -m labsupport broker status) and "
-                               "the worker: cache.worker")
-            time.sleep(0.01)
+        if not wait_until(lambda: all(self.event_entries[c].seq >= self.shop.history[c][-1][0]
+                                      for c in self.shop.customers), timeout, interval=0.01):
+            raise LabError(f"The event cache was still behind after {timeout:g} s.",
+                           "check the broker (python -m labsupport broker status) and "
+                           "the worker: cache.worker")
 
     def predicted_ttl_hit_rate(self) -> float:
         """Per customer, reads arrive at r = read_rate / customers a second. After a miss,

@@ -7,7 +7,9 @@
     shop.read_order("o-1")          # GET /orders/o-1 on the query side (queries service)
 
 * **Command side** (service ``orders``): ``POST /orders`` places an order,
-  ``POST /orders/{id}/pay|ship|cancel|add`` changes one. Each command first does the
+  ``POST /orders/{id}/pay|ship|cancel|add`` changes one, and ``POST /commands`` takes
+  either as a JSON body (``{"command": "place", "customer", "amount"}`` or
+  ``{"command": "pay", "order"}``): the load generator's single address. Each command first does the
   service's own work (its latency knob: the payment check, the slow part), then writes
   the order to its own SQLite store with the next per-order ``version``, then publishes
   the event (OrderPlaced, OrderPaid, ...) keyed by order id and answers with the
@@ -37,8 +39,9 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -48,11 +51,12 @@ from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
 from .evidence import Estimate, difference, quantile
 from .latency import Normal
-from .load import arrival_times
+from .load import Shot, arrival_times, fire
 from .metrics import Recorder, percentile
 from .projections import OrderProjection, differences
 from .services import fetch, json_body
 from .settings import to_model, to_wall
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -113,7 +117,7 @@ class OrderShop:
         self.rng = random.Random(f"{lab.seed}:{prefix}shop")
         self.topic = lab.bus.topic(f"{prefix}order-events", partitions)
         self.publisher = lab.bus.publisher()
-        self.write_store = lab.store(f"{prefix}orders")
+        self.write_store = lab.store(f"{prefix}orders", fresh=True)   # a new shop starts empty
         self.write_store.query("PRAGMA synchronous=NORMAL")
         self.write_store.create(*WRITE_SCHEMA)
         self.writes: list[Write] = []
@@ -128,8 +132,9 @@ class OrderShop:
         self.commands = lab.service(f"{prefix}orders", _payment(payment_ms),
                                     workers=command_workers, routes={
             "/orders": self._place, "/orders/{order}/{action}": self._change,
+            "/commands": self._command,
             "/customers/{customer}": self._get_customer_from_writes})
-        self.read_store = lab.store(f"{prefix}order_views")
+        self.read_store = lab.store(f"{prefix}order_views", fresh=True)
         self.projection = OrderProjection(self.read_store, clock=model_now)
         self.group = f"{prefix}order-summary"
         #: cleared while the projection is stalled (experiment 2); set = running
@@ -151,7 +156,20 @@ class OrderShop:
 
     # ----- the command side ---------------------------------------------------------------
     async def _place(self, request: web.Request) -> web.Response:
+        return await self._do_place(await json_body(request))
+
+    async def _change(self, request: web.Request) -> web.Response:
+        return await self._do_change(request.match_info["order"],
+                                     request.match_info["action"], await json_body(request))
+
+    async def _command(self, request: web.Request) -> web.Response:
+        """POST /commands: the command named in the body (place, or an action on an order)."""
         body = await json_body(request)
+        if body.get("command") == "place":
+            return await self._do_place(body)
+        return await self._do_change(str(body.get("order")), str(body.get("command")), body)
+
+    async def _do_place(self, body: dict[str, Any]) -> web.Response:
         customer, amount = body.get("customer"), body.get("amount")
         if customer not in self.history or not isinstance(amount, (int, float)) or amount <= 0:
             return web.json_response({"error": "send {customer: one of the shop's customers, "
@@ -160,12 +178,10 @@ class OrderShop:
         order = f"{self.prefix}o-{next(self._ids)}"
         return await self._commit(order, customer, float(amount), "PLACED", "OrderPlaced", None)
 
-    async def _change(self, request: web.Request) -> web.Response:
-        order, action = request.match_info["order"], request.match_info["action"]
+    async def _do_change(self, order: str, action: str, body: dict[str, Any]) -> web.Response:
         if action not in ACTIONS:
             return web.json_response({"error": f"unknown action {action!r}",
                                       "actions": sorted(ACTIONS)}, status=404)
-        body = await json_body(request)
         await self.commands.work()
         rows = self.write_store.query("SELECT customer, amount, state FROM orders WHERE id = ?",
                                       (order,))
@@ -265,29 +281,30 @@ class OrderShop:
         return await fetch(self.lab.session, self.commands.url + path, None, self.commands.name,
                            "POST", body)
 
-    async def _random_write(self) -> int:
-        """One write the load generator sends: mostly new orders, some changes to open ones."""
+    def random_command(self, index: int = 0, t: float = 0.0) -> dict[str, Any]:
+        """The body of one write of the load (``POST /commands``), decided when it is sent:
+        mostly new orders, some changes (pay, add, ship, cancel) to recent open ones."""
         open_orders = [w.order for w in self.writes[-40:] if w.state in ("PLACED", "PAID")]
         if open_orders and self.rng.random() < 0.5:
-            order = self.rng.choice(open_orders)
-            action = self.rng.choice(("pay", "add", "ship", "cancel"))
-            result = await self._post(f"orders/{order}/{action}", {"amount": 10})
-        else:
-            result = await self._post("orders", {"customer": self.rng.choice(self.customers),
-                                                 "amount": self.rng.choice(AMOUNTS)})
-        return result["status"]
+            return {"command": self.rng.choice(("pay", "add", "ship", "cancel")),
+                    "order": self.rng.choice(open_orders), "amount": 10}
+        return {"command": "place", "customer": self.rng.choice(self.customers),
+                "amount": self.rng.choice(AMOUNTS)}
 
-    async def _paired_read(self, run: MixedRun, t0: float) -> int:
-        """The same read (one customer's totals) sent at the same moment to the query side
-        and to the command side; each side's latency goes to its own recorder."""
-        customer = self.rng.choice(self.customers)
-        t = model_now() - t0
-        query, command = await asyncio.gather(
-            fetch(self.lab.session, f"{self.queries.url}customers/{customer}", None),
-            fetch(self.lab.session, f"{self.commands.url}customers/{customer}", None))
-        run.reads.record(t, query["ms"], query["status"])
-        run.command_reads.record(t, command["ms"], command["status"])
-        return query["status"]
+    async def write_load(self, rate: float, duration: float, recorder: Recorder,
+                         stop: threading.Event | None = None) -> list[Shot]:
+        """Writes at ``rate``/s for ``duration`` model s (open loop, :func:`load.fire`), each
+        answer recorded in ``recorder`` as it arrives."""
+        return await fire(self.lab.session, f"{self.commands.url}commands",
+                          arrival_times(rate, duration), method="POST",
+                          body=self.random_command, stop=stop,
+                          on_shot=lambda s: recorder.record(s.t, s.ms, s.status))
+
+    def read_schedule(self, rate: float, duration: float) -> list[tuple[float, str]]:
+        """(model s, path) of each read of a customer's totals: a fixed schedule, each read
+        for a customer drawn at random (seeded)."""
+        return [(t, f"customers/{self.rng.choice(self.customers)}")
+                for t in arrival_times(rate, duration)]
 
     # ----- Experiment 1: reads and writes under the same load -----------------------------
     def start_mixed(self, payment_ms: float, write_rate: float = 10.0,
@@ -298,12 +315,19 @@ class OrderShop:
                 f"payment_ms must be a number of ms of 0 or more, got {payment_ms!r}.")
         self.commands.set(latency=_payment(payment_ms))
         run = MixedRun(payment_ms, Recorder(f"writes (payment {payment_ms:g} ms)"),
-                       Recorder("reads (query side)"), Recorder("reads (command side)"))
-        stop, t0 = threading.Event(), model_now()
-        run.future = self.lab.submit(_together(
-            open_loop(self._random_write, write_rate, duration, run.writes, stop, self.rng),
-            open_loop(lambda: self._paired_read(run, t0), read_rate, duration,
-                      Recorder("paired reads"), stop, self.rng)))
+                       Recorder("reads (query side)"), Recorder("reads (command side)"),
+                       rates=(write_rate, read_rate, duration))
+        live = {0: run.reads, 1: run.command_reads}   # the dashboard draws them as they come
+
+        async def both() -> None:
+            _, (query, command) = await asyncio.gather(
+                self.write_load(write_rate, duration, run.writes),
+                fire_paths(self.lab.session, [self.queries.url, self.commands.url],
+                           self.read_schedule(read_rate, duration),
+                           on_shot=lambda side, s: live[side].record(s.t, s.ms, s.status)))
+            run.pairs = list(zip(command, query, strict=True))
+
+        run.future = self.lab.submit(both())
         self.last_mixed = run
         return run
 
@@ -313,6 +337,14 @@ class OrderShop:
         run = self.start_mixed(payment_ms, write_rate, read_rate, duration)
         run.future.result()
         return run
+
+    def more_reads(self, run: MixedRun, q: float = 90) -> Estimate:
+        """Run ``run``'s load once more (same payment check, same rates) and pool the new
+        read pairs into ``run``; returns :meth:`MixedRun.read_penalty` over all of them.
+        For a claim's ``more=``: a bigger sample when the interval was too wide to decide."""
+        again = self.mixed(run.payment_ms, *run.rates)
+        run.pairs.extend(again.pairs)
+        return run.read_penalty(q)
 
     def dashboard(self) -> Dashboard:
         """Sliders for the payment check's latency and the two rates; Run starts the load."""
@@ -374,13 +406,12 @@ class OrderShop:
                 "e.g. pause=(2.0, 3.5)")
         self.commands.set(latency=_payment(5))
         watch = StalenessWatch(self, pause, CommitFirstProjection(self) if control else None)
-        stop = threading.Event()
-        traffic = self.lab.submit(self._paused_traffic(write_rate, duration, pause, watch, stop))
+        traffic = self.lab.submit(self._paused_traffic(write_rate, duration, pause, watch))
         watch.start(traffic)
         return watch
 
     async def _paused_traffic(self, rate: float, duration: float, pause: tuple[float, float],
-                              watch: StalenessWatch, stop: threading.Event) -> None:
+                              watch: StalenessWatch) -> None:
         async def pauser() -> None:
             try:
                 await asyncio.sleep(to_wall(pause[0]))
@@ -389,8 +420,7 @@ class OrderShop:
             finally:
                 self.running.set()
 
-        await _together(open_loop(self._random_write, rate, duration, watch.writes, stop,
-                                  self.rng), pauser())
+        await asyncio.gather(self.write_load(rate, duration, watch.writes), pauser())
 
     def caught_up(self) -> bool:
         """True when the projection has read every event on the topic."""
@@ -399,15 +429,12 @@ class OrderShop:
 
     def wait_caught_up(self, timeout: float = 10.0) -> None:
         """Block until the projection has read every event (wall ``timeout`` seconds)."""
-        deadline = time.monotonic() + timeout
-        while not self.caught_up():
-            if time.monotonic() > deadline:
-                raise LabError(f"The projection did not catch up within {timeout:g} s "
-                               f"({self.projection.events_read()} of "
-                               f"{sum(self.lab.bus.end_offsets(self.topic))} events read).",
-                               "check the broker (python -m labsupport broker status) and "
-                               "that the worker is running: shop.worker")
-            time.sleep(0.01)
+        if not wait_until(self.caught_up, timeout, interval=0.01):
+            raise LabError(f"The projection did not catch up within {timeout:g} s "
+                           f"({self.projection.events_read()} of "
+                           f"{sum(self.lab.bus.end_offsets(self.topic))} events read).",
+                           "check the broker (python -m labsupport broker status) and "
+                           "that the worker is running: shop.worker")
 
     def stale_since_ms(self, customer: str, answer: tuple[int, float], now: float) -> float:
         """How long (model ms, at model time ``now``) the truth has differed from ``answer``
@@ -445,10 +472,9 @@ class OrderShop:
     def visibility_summary(self) -> str:
         """One line: p50 and p99 of :meth:`visibility_ms` and the broker they came from."""
         seen = self.visibility_ms()
-        record = broker.status()[0]
         return (f"from a write's acknowledgement to the read model showing it: "
                 f"p50 {percentile(seen, 50):.1f} ms, p99 {percentile(seen, 99):.1f} ms over "
-                f"{len(seen)} events (model ms; {record.kind if record else '?'} broker)")
+                f"{len(seen)} events (model ms; {broker.identity().label})")
 
     # ----- Experiment 3: read-your-writes ---------------------------------------------------
     def read_your_writes(self, writes: int = 30, wait: bool = False,
@@ -523,38 +549,40 @@ def _answer(result: dict[str, Any]) -> dict[str, Any]:
     return result["body"]
 
 
-async def _together(*coros: Awaitable[Any]) -> None:
-    await asyncio.gather(*coros)
+async def fire_paths(session: Any, bases: Sequence[str], schedule: Sequence[tuple[float, str]],
+                     on_shot: Callable[[int, Shot], None] | None = None,
+                     stop: threading.Event | None = None) -> list[list[Shot]]:
+    """Each read of ``schedule`` ((model s, path)) sent at its time to every URL of ``bases``
+    at once: open loop, one :func:`load.fire` per (base, path), all on one clock.
 
-
-async def open_loop(request: Callable[[], Awaitable[int]], rate: float, duration: float,
-                    recorder: Recorder, stop: threading.Event | None = None,
-                    rng: random.Random | None = None) -> Recorder:
-    """Open-loop load where each request is built by ``request()`` (it returns the status).
-
-    Like :func:`labsupport.load.open_loop` (fixed schedule, latency measured from the
-    scheduled time), but for POSTs and varying paths.
+    Returns, per base, the shots in schedule order (``shot.index`` is the place in
+    ``schedule``), so that ``result[0][i]`` and ``result[1][i]`` are the same read sent to
+    two designs at the same moment. ``on_shot(base_index, shot)`` sees each as it arrives.
     """
-    loop = asyncio.get_running_loop()
-    start, tasks = loop.time(), set()
-    for t in arrival_times(rate, duration):
-        delay = start + to_wall(t) - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if stop is not None and stop.is_set():
-            break
-        task = asyncio.create_task(_timed(request, recorder, t, start + to_wall(t)))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
-    return recorder
+    by_path: dict[str, list[int]] = defaultdict(list)
+    for index, (_, path) in enumerate(schedule):
+        by_path[path].append(index)
+    start = asyncio.get_running_loop().time()
 
+    async def one(side: int, path: str, indexes: list[int]) -> list[Shot]:
+        def renumbered(shot: Shot) -> Shot:
+            return replace(shot, index=indexes[shot.index], t=schedule[indexes[shot.index]][0])
 
-async def _timed(request: Callable[[], Awaitable[int]], recorder: Recorder, t: float,
-                 sent_at: float) -> None:
-    status = await request()
-    recorder.record(t, to_model(asyncio.get_running_loop().time() - sent_at) * 1000, status)
+        def seen(shot: Shot) -> None:
+            if on_shot is not None:
+                on_shot(side, renumbered(shot))
+
+        shots = await fire(session, bases[side] + path, [schedule[i][0] for i in indexes],
+                           start=start, stop=stop, on_shot=seen)
+        return [renumbered(s) for s in shots]
+
+    jobs = [(side, path, indexes) for side in range(len(bases))
+            for path, indexes in by_path.items()]
+    results = await asyncio.gather(*(one(*job) for job in jobs))
+    ordered: list[dict[int, Shot]] = [{} for _ in bases]
+    for (side, _, _), shots in zip(jobs, results, strict=True):
+        ordered[side].update((s.index, s) for s in shots)
+    return [[side[i] for i in sorted(side)] for side in ordered]
 
 
 # ----- results -----------------------------------------------------------------------------------
@@ -563,14 +591,16 @@ class MixedRun:
     """One run of :meth:`OrderShop.start_mixed`: the writes' and the reads' records.
 
     Every read went at the same moment to the query side (``reads``) and to the command
-    side (``command_reads``, the control arm), so ``reads[i]`` and ``command_reads[i]``
-    are a pair."""
+    side (``command_reads``, the control arm); ``pairs`` holds them as (command side,
+    query side) shots of the same read once the run has ended."""
 
     payment_ms: float
     writes: Recorder
     reads: Recorder
     command_reads: Recorder
     future: concurrent.futures.Future | None = None
+    pairs: list[tuple[Shot, Shot]] = field(default_factory=list)
+    rates: tuple[float, float, float] = (10.0, 50.0, 4.0)  # writes/s, reads/s, model s
 
     def p(self, which: str, q: float) -> float:
         """Percentile ``q`` of ``"writes"``, ``"reads"`` or ``"command_reads"`` (model ms,
@@ -583,9 +613,8 @@ class MixedRun:
 
     def paired(self) -> tuple[list[float], list[float]]:
         """(command-side ms, query-side ms) of the reads both sides answered, pair by pair."""
-        pairs = [(c.ms, q.ms) for c, q in zip(self.command_reads.samples, self.reads.samples,
-                                              strict=True) if c.ok and q.ok]
-        return [c for c, _ in pairs], [q for _, q in pairs]
+        ok = [(c.ms, q.ms) for c, q in self.pairs if c.ok and q.ok]
+        return [c for c, _ in ok], [q for _, q in ok]
 
     def read_penalty(self, q: float = 90) -> Estimate:
         """How much slower the command side answered the same reads: the paired difference
@@ -882,8 +911,7 @@ class RebuildResult:
 def retention_note(topic: str) -> str:
     """How far back a replay can reach on this broker: the topic's retention settings on a
     real Kafka; on the embedded broker, a note (it keeps everything in memory)."""
-    record, answers = broker.status()
-    kind = record.kind if record else "none"
+    kind = broker.identity().kind
     if kind == "embedded":
         return ("Embedded broker: it keeps every record in memory and has no retention or "
                 "compaction, so a replay always reaches offset 0 here. On Apache Kafka (the "

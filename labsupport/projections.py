@@ -29,6 +29,7 @@ from .errors import LabError
 from .messaging import Event
 from .settings import to_model
 from .stores import Store
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -213,16 +214,17 @@ def replay_through_kafka(lab: Lab, events: list[dict[str, Any]],
     for event in events:
         publisher.send(topic, event, key=event["order"])
     publisher.flush()
-    deadline = time.monotonic() + timeout
-    while yours.processed < len(events) or theirs.processed < len(events):
-        if not yours.running:
-            theirs.stop()
-            yours.stop()   # re-raises your apply's error, with the offset
-        if time.monotonic() > deadline:
-            raise LabError(f"After {timeout:g} s your projection had read {yours.processed} and "
-                           f"the lesson's {theirs.processed} of {len(events)} events.",
-                           "check the broker: python -m labsupport broker status")
-        time.sleep(0.01)
+    done = wait_until(lambda: not yours.running or min(yours.processed, theirs.processed)
+                      >= len(events), timeout, interval=0.01)
+    if not yours.running:
+        theirs.stop()
+        yours.stop()   # re-raises your apply's error, with the offset
+    if not done:
+        theirs.stop()
+        yours.stop()
+        raise LabError(f"After {timeout:g} s your projection had read {yours.processed} and "
+                       f"the lesson's {theirs.processed} of {len(events)} events.",
+                       "check the broker: python -m labsupport broker status")
     yours.stop()
     theirs.stop()
     return Replay(len(events), yours.processed, theirs.processed, view_rows(view),

@@ -645,11 +645,11 @@ def sleep_model(seconds: float) -> None:
 
 
 def broker_kind() -> str:
-    """'embedded', 'container' or 'env': the broker this lab's figures come from."""
-    from . import broker
+    """The kind of broker (embedded, container, env): a thin alias of
+    :func:`labsupport.broker.identity` kept for module 10's notebook, which imports it."""
+    from .broker import identity
 
-    record, _ = broker.status()
-    return record.kind if record is not None else "env"
+    return identity().kind
 
 
 # ----- a running saga system: workers, an HTTP entry point, crash and restart ----------------------

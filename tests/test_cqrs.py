@@ -7,6 +7,7 @@ import gc
 import pytest
 
 from labsupport import BadParameter, LabError
+from labsupport.claims import expect_at_least, expect_at_most
 from labsupport.messaging import Event
 from labsupport.projections import (
     OrderProjection,
@@ -172,9 +173,17 @@ def test_reads_are_unaffected_by_a_slow_write_path(shop_lab):
     assert slow.estimate("reads", 90).high <= 100, slow.summary()
     assert slow.writes.errors == 0 and slow.reads.errors == 0
     # the control arm: the same reads on the command side queue behind the payment checks
-    assert fast.read_penalty(90).high <= max(overhead, 5), fast.summary()
-    assert slow.read_penalty(90).low >= 20, slow.summary()
+    # (decided as the notebook's claims are: more samples while the interval straddles)
+    assert expect_at_most("fast: p90 extra", fast.read_penalty(90), max(overhead, 5),
+                          more=lambda: shop.more_reads(fast)).passed, fast.summary()
+    assert expect_at_least("slow: p90 extra", slow.read_penalty(90), 20,
+                           more=lambda: shop.more_reads(slow)).passed, slow.summary()
     assert len(slow.command_reads) == len(slow.reads)
+    # each pair is one scheduled read, sent to both sides (one clock, the same moment)
+    # (a claim that asked for more samples pooled another run's 150 pairs after these)
+    assert len(slow.pairs) % 150 == 0 and all(c.index == q.index and c.t == q.t
+                                              for c, q in slow.pairs)
+    assert [c.index for c, _ in slow.pairs[:150]] == list(range(150))
 
 
 def test_staleness_never_exceeds_lag_and_nothing_is_lost(shop_lab):

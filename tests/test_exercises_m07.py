@@ -2,10 +2,22 @@
 with its own message. The checker calls apply directly, so these tests need no broker."""
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
 from labsupport.exercises import declared_questions
-from labsupport.exercises.m07 import expected_view, q1, random_log, run_apply
+from labsupport.exercises.m07 import (
+    STALENESS_RUN,
+    TTL_CASE,
+    expected_view,
+    q1,
+    q2,
+    q3,
+    random_log,
+    run_apply,
+)
 from labsupport.exercises_build import solution_source
 
 pytestmark = pytest.mark.usefixtures("isolated_progress")
@@ -68,8 +80,10 @@ def make_apply(mistake: str | None = None):
     return apply
 
 
-def test_the_module_declares_q1():
-    assert declared_questions()["07"] == ["q1"]
+def test_the_module_declares_three_questions():
+    assert declared_questions()["07"] == ["q1", "q2", "q3"]
+    assert (q2.name, q3.name) == ("ttl_hit_rate", "diagnosis")
+    assert all(len(q.hints) == 3 for q in (q2, q3))
     assert q1.name == "apply" and len(q1.hints) == 3
     assert "def apply" in solution_source("07", "apply")
     assert "BEGIN SOLUTION" not in q1._solution
@@ -243,3 +257,85 @@ def _normalised(expected, got):
     customers = {c: t for c, t in got["customers"].items() if t["orders"] or t["amount"]}
     assert customers == expected["customers"]
     return {"orders": expected["orders"], "customers": got["customers"]}
+
+
+# ----- q2: predict the TTL cache's hit rate ------------------------------------------------------
+def solution_value(question, name):
+    namespace: dict = {}
+    exec(question._solution, namespace)
+    return namespace[name]
+
+
+def simulated_ttl_hit_rate(reads: int = 200_000, seed: int = 3) -> float:
+    """Another correct method: simulate random reads against one entry per customer."""
+    rng = random.Random(seed)
+    rate, customers = TTL_CASE["read_rate"], TTL_CASE["customers"]
+    ttl, compute = TTL_CASE["ttl_ms"] / 1000, TTL_CASE["compute_ms"] / 1000
+    ready = dict.fromkeys(range(customers), -math.inf)     # the entry is there from ...
+    expires = dict.fromkeys(range(customers), -math.inf)   # ... until
+    t, hits = 0.0, 0
+    for _ in range(reads):
+        t += rng.expovariate(rate)
+        customer = rng.randrange(customers)
+        if ready[customer] <= t < expires[customer]:
+            hits += 1
+        elif t >= expires[customer]:   # no entry and no compute under way: start one
+            ready[customer] = t + compute
+            expires[customer] = ready[customer] + ttl
+    return hits / reads
+
+
+def test_q2_the_formula_and_a_simulation_both_pass(capsys):
+    assert q2.check(solution_value(q2, "ttl_hit_rate")), capsys.readouterr().out
+    simulated = simulated_ttl_hit_rate()
+    assert q2.check(simulated), (simulated, capsys.readouterr().out)
+
+
+R = TTL_CASE["read_rate"] / TTL_CASE["customers"]
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (1 - 0.625, "miss rate"),
+    (62.5, "not a percentage"),
+    (2.5 / 3.5, "while the first miss is being computed"),
+    (30 / 37, "one entry"),
+    (R * 500 / (1 + R * 100 + R * 500), "with the times in ms"),
+    (0.5 / 0.6, "a share of time"),
+    (0.3, "too low"),
+    ("62%", "should be a number"),
+])
+def test_q2_each_wrong_prediction_gets_its_own_message(wrong, words, capsys):
+    assert not q2.check(wrong)
+    assert words in capsys.readouterr().out
+
+
+# ----- q3: diagnose the staleness and lag table -------------------------------------------------
+def test_q3_the_worked_diagnosis_passes_and_matches_the_runs_construction(capsys):
+    answer = solution_value(q3, "diagnosis")
+    assert answer == STALENESS_RUN.truth()
+    assert q3.check(answer)
+    out = capsys.readouterr().out
+    assert "staleness is above its lag" in out and "when it resumes" in out
+
+
+def test_q3_the_table_shows_the_symptoms_it_is_built_from():
+    groups = {p.group: p for p in STALENESS_RUN.projections}
+    assert STALENESS_RUN.hidden(groups["search-index"]) >= 5
+    assert all(STALENESS_RUN.hidden(p) == 0 for name, p in groups.items()
+               if name != "search-index")   # the honest ones: staleness <= lag every look
+    assert "search-index" in STALENESS_RUN.table()
+
+
+@pytest.mark.parametrize("answer, words", [
+    ({"commits_first": "customer-totals", "stalled": "search-index"}, "its lag says so"),
+    ({"commits_first": "audit-feed", "stalled": "customer-totals"}, "applies more slowly"),
+    ({"commits_first": "order-summary", "stalled": "customer-totals"}, "healthy"),
+    ({"commits_first": "search-index", "stalled": "audit-feed"}, "falls steadily behind"),
+    ({"commits_first": "search-index", "stalled": "order-summary"}, "healthy"),
+    ({"commits_first": "search-index", "stalled": "search-index"}, "for both"),
+    ({"commits_first": "search", "stalled": "customer-totals"}, "not one of the groups"),
+    ("search-index", "a dict with two keys"),
+])
+def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
+    assert not q3.check(answer)
+    assert words in capsys.readouterr().out

@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 
 from labsupport.exercises import declared_questions
-from labsupport.exercises.m08 import q1
+from labsupport.exercises.m08 import (
+    TRIP,
+    TRIP_FAILURES,
+    after_failure,
+    log_facts,
+    log_text,
+    log_truth,
+    q1,
+    q2,
+    q3,
+    saga_log,
+)
 from labsupport.exercises_build import solution_source
 
 pytestmark = pytest.mark.usefixtures("isolated_progress", "lab_broker", "checker_time_scale")
@@ -67,8 +78,10 @@ def make_on_reply(mistake: str | None = None):
     return on_reply
 
 
-def test_the_module_declares_q1():
-    assert declared_questions()["08"] == ["q1"]
+def test_the_module_declares_three_questions():
+    assert declared_questions()["08"] == ["q1", "q2", "q3"]
+    assert (q2.name, q3.name) == ("after_failures", "saga_diagnosis")
+    assert all(len(q.hints) == 3 for q in (q2, q3))
     assert q1.name == "on_reply" and len(q1.hints) == 3
     assert "def on_reply" in solution_source("08", "on_reply")
     assert "BEGIN SOLUTION" not in q1._solution
@@ -157,3 +170,88 @@ def test_not_a_function_and_the_placeholder(capsys):
 
     ok, out = verdict(placeholder, capsys)
     assert not ok and out.startswith("Not attempted yet"), out
+
+
+# ----- q2: predict what the orchestrator sends after a failure -----------------------------------
+def solution_value(question, name):
+    """The worked answer as q.solution() shows it, run where the notebook's imports are."""
+    from labsupport.exercises import m08
+
+    namespace = dict(vars(m08))
+    exec(question._solution, namespace)
+    return namespace[name]
+
+
+RIGHT = {"charge_card": ["release_hotel", "release_flight", "cancel_trip"],
+         "issue_tickets": ["refund_card", "release_hotel", "release_flight", "cancel_trip"],
+         "send_itinerary": ["send_itinerary"]}
+
+
+def test_q2_the_worked_answer_and_the_rule_agree_and_pass(capsys):
+    answer = solution_value(q2, "after_failures")
+    assert answer == RIGHT == {f: after_failure(TRIP, f) for f in TRIP_FAILURES}
+    assert q2.check(answer), capsys.readouterr().out
+
+
+def test_q2_the_lessons_own_saga_gives_the_lessons_compensations():
+    from labsupport.orchestration import STEPS
+    assert after_failure(STEPS, "reserve_stock") == ["refund_payment", "cancel_order"]
+    assert after_failure(STEPS, "capture_payment") == ["capture_payment"]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"charge_card": ["cancel_trip", "release_flight", "release_hotel"]}, "last step first"),
+    ({"charge_card": ["refund_card", "release_hotel", "release_flight", "cancel_trip"]},
+     "never committed"),
+    ({"charge_card": ["charge_card"]}, "before the pivot"),
+    ({"issue_tickets": ["issue_tickets"]}, "the pivot itself"),
+    ({"send_itinerary": ["refund_card", "release_hotel", "release_flight", "cancel_trip"]},
+     "cannot be taken back"),
+    ({"send_itinerary": []}, "cannot be taken back"),
+    ({"charge_card": ["release_hotel", "undo_check_visa", "release_flight", "cancel_trip"]},
+     "has no compensation"),
+    ({"charge_card": ["release_hotel", "release_flight"]}, "cancel_trip is missing"),
+    ({"charge_card": ["release_hotel", "release_flight", "cancel_trip", "cancel_trip"]},
+     "sends 3 commands"),
+    ({"charge_card": "release_hotel"}, "should be a list"),
+])
+def test_q2_each_wrong_prediction_gets_its_own_message(change, words, capsys):
+    assert not q2.check({**RIGHT, **change})
+    assert words in capsys.readouterr().out
+
+
+def test_q2_a_missing_key_is_named(capsys):
+    assert not q2.check({"charge_card": RIGHT["charge_card"]})
+    assert "'issue_tickets'" in capsys.readouterr().out
+
+
+# ----- q3: diagnose the saga log ------------------------------------------------------------------
+def test_q3_the_worked_diagnosis_matches_what_the_log_shows(capsys):
+    answer = solution_value(q3, "saga_diagnosis")
+    assert answer == log_truth() == {"never_ran": "o-2", "twice": "o-4"}
+    assert q3.check(answer)
+    out = capsys.readouterr().out
+    assert "o-2: authorize_payment FAILED" in out and "each sent twice" in out
+
+
+def test_q3_the_truth_is_read_from_the_log_lines():
+    facts = log_facts("o-4")
+    assert facts["compensations"] == ["refund_payment", "cancel_order"] * 2
+    assert "authorize_payment" not in log_facts("o-2")["committed"]
+    assert log_facts("o-7")["ignored"] == 1 and len(log_facts("o-7")["compensations"]) == 2
+    assert "o-2" in log_text() and len(saga_log()) > 80
+
+
+@pytest.mark.parametrize("answer, words", [
+    ({"never_ran": "o-3", "twice": "o-4"}, "a correct saga"),
+    ({"never_ran": "o-6", "twice": "o-4"}, "undo only steps that committed (create_order)"),
+    ({"never_ran": "o-2", "twice": "o-7"}, "duplicate reply was ignored"),
+    ({"never_ran": "o-2", "twice": "o-5"}, "was confirmed (a reply came twice and was ignored)"),
+    ({"never_ran": "o-4", "twice": "o-2"}, "each was sent twice: that is the other symptom"),
+    ({"never_ran": "o-2", "twice": "o-2"}, "for both"),
+    ({"never_ran": "o-9", "twice": "o-4"}, "not an order of the log"),
+    (["o-2", "o-4"], "a dict with two keys"),
+])
+def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
+    assert not q3.check(answer)
+    assert words in capsys.readouterr().out

@@ -1,8 +1,15 @@
-"""Module 07 · CQRS and caching: the exercise question.
+"""Module 07 · CQRS and caching: the exercise questions.
 
 ::
 
-    from labsupport.exercises.m07 import q1
+    from labsupport.exercises.m07 import q1, q2, q3
+
+* ``q2``: a number ``ttl_hit_rate``: the hit rate of a TTL cache, predicted from the read
+  rate, the number of customers, the TTL and the compute time (the lesson's reasoning on
+  new inputs).
+* ``q3``: a dict ``diagnosis``: reading a staleness/lag table of four projections
+  (:data:`STALENESS_RUN`), which one commits its offsets before it applies the events, and
+  which one stalled. Checked against how the run's projections were built.
 
 * ``q1``: a function ``apply(view, event)`` that updates a read model in place.
   ``view`` is ``{"orders": {order_id: row}, "customers": {customer: totals}}`` where a row
@@ -29,10 +36,11 @@ import inspect
 import itertools
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import progress
-from ..checks import LearnerRaised, NotYet, Question, Step, call_learner
+from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, Value, call_learner
 from .m08 import Relaunch
 
 MODULE = "07"
@@ -474,5 +482,199 @@ q1 = _ApplyQuestion(
     success="",
 )
 
-QUESTIONS = [q1]
-__all__ = ["q1", "QUESTIONS", "event", "new_view", "expected_view", "random_log", "run_apply"]
+
+# ----- q2: predict a TTL cache's hit rate ---------------------------------------------------------
+TTL_CASE = {"read_rate": 60.0, "customers": 12, "ttl_ms": 500.0, "compute_ms": 100.0}
+"""q2's inputs: 60 reads/s spread evenly over 12 customers, a 500 ms TTL, 100 ms to compute."""
+
+
+def ttl_hit_rate_for(read_rate: float, customers: int, ttl_ms: float,
+                     compute_ms: float) -> float:
+    """The lesson's prediction: per customer r reads/s; after a miss the reads during the
+    compute also miss, the next ttl of reads hit: r*ttl / (1 + r*compute + r*ttl)."""
+    r, ttl, compute = read_rate / customers, ttl_ms / 1000, compute_ms / 1000
+    return r * ttl / (1 + r * compute + r * ttl)
+
+
+def _ttl(**changes: float) -> float:
+    return ttl_hit_rate_for(**{**TTL_CASE, **changes})
+
+
+_R = TTL_CASE["read_rate"] / TTL_CASE["customers"]
+q2 = Question(
+    id="q2", module=MODULE, title="predict a TTL cache's hit rate", name="ttl_hit_rate",
+    what="a number between 0 and 1: the share of reads a TTL cache answers without the origin",
+    steps=[Value(_ttl(), abs_=0.02, mistakes=[
+        Mistake("that is the miss rate. The question asks for the share of reads that hit.",
+                like=1 - _ttl()),
+        Mistake("give a share between 0 and 1, not a percentage.", like=100 * _ttl()),
+        Mistake("that forgets the reads that arrive while the first miss is being computed: "
+                "for compute seconds after a miss the entry is not there yet, so those reads "
+                "miss too (and each one computes again).", like=_ttl(compute_ms=0)),
+        Mistake("that uses all 60 reads/s for one entry. Each customer has an entry of its "
+                "own, and it sees only that customer's reads: 60 / 12 a second.",
+                like=_ttl(customers=1)),
+        Mistake("that is about ttl / (ttl + compute), a share of time (it is also what the "
+                "formula gives with the times in ms and the rate per second). Count reads, not "
+                "time: after a miss the entry is absent for the compute, present for the TTL, "
+                "then absent until the next read of that customer arrives, itself a miss.",
+                like=0.5 / 0.6, rel=0.002),
+    ])],
+    hints=[
+        "Follow one customer's entry through a cycle: a miss, the compute, then the TTL. How "
+        "many of that customer's reads land in each part of the cycle?",
+        "Per customer r = 60 / 12 = 5 reads/s. One cycle: 1 read misses and starts the "
+        "compute, r x 0.1 s more reads miss during it, r x 0.5 s reads hit before the entry "
+        "expires; the next read misses again.",
+        "hit rate = r*ttl / (1 + r*compute + r*ttl), all in seconds. Simulating the reads "
+        "(random arrivals, one entry per customer) gives the same within 0.02.",
+    ],
+    success=f"r·ttl / (1 + r·compute + r·ttl) = 2.5 / 4 = {_ttl():.1%}: a shorter TTL and a "
+            "slower compute both cost hits, and only the reads of one customer count for its "
+            "entry.",
+)
+
+
+# ----- q3: diagnose a staleness and lag table -----------------------------------------------------
+@dataclass(frozen=True)
+class Projection:
+    """How one projection of :data:`STALENESS_RUN` was built (the run's ground truth)."""
+
+    group: str
+    apply_per_s: float            # events it can apply a second
+    delay_s: float = 0.03         # from a write to the consumer receiving it
+    stall: tuple[float, float] | None = None   # model s when it applied nothing
+    commits_first: bool = False   # commits on receipt, applies later (the classic mistake)
+
+
+@dataclass(frozen=True)
+class StalenessRun:
+    """Four projections of one topic: 20 writes/s for 5 s, a look every 0.5 s at each
+    group's *lag* (end offset minus committed offset, from the broker) and *staleness*
+    (writes its view does not show yet, counted from the view). Every event is computed from
+    when it was written, received, applied and committed."""
+
+    projections: tuple[Projection, ...]
+    write_rate: float = 20.0
+    duration: float = 5.0
+    looks: tuple[float, ...] = tuple(0.5 * i for i in range(1, 17))
+
+    def times(self, p: Projection) -> tuple[list[float], list[float], list[float]]:
+        """(written, applied, committed) model s of every event, for projection ``p``."""
+        written = [i / self.write_rate for i in range(int(self.write_rate * self.duration))]
+        applied, last = [], 0.0
+        for w in written:
+            at = max(w + p.delay_s, last + 1 / p.apply_per_s)
+            if p.stall and p.stall[0] <= at < p.stall[1]:
+                at = p.stall[1]
+            applied.append(at)
+            last = at
+        committed = [w + p.delay_s if p.commits_first else a + 0.05
+                     for w, a in zip(written, applied, strict=True)]
+        return written, applied, committed
+
+    def row(self, p: Projection, t: float) -> tuple[int, int]:
+        """(lag, staleness) in events of projection ``p`` at model time ``t``."""
+        written, applied, committed = self.times(p)
+        n = sum(w <= t for w in written)
+        return n - sum(c <= t for c in committed), n - sum(a <= t for a in applied)
+
+    def table(self) -> str:
+        """The run as a monitoring screen shows it: per look, each group's lag and staleness."""
+        head = "  t (s) | " + " | ".join(f"{p.group:^19}" for p in self.projections)
+        sub = "        | " + " | ".join(f"{'lag':>8} {'stale':>10}" for _ in self.projections)
+        lines = [head, sub, "-" * len(head)]
+        for t in self.looks:
+            cells = [self.row(p, t) for p in self.projections]
+            lines.append(f"{t:7.1f} | " + " | ".join(f"{lag:>8} {stale:>10}"
+                                                    for lag, stale in cells))
+        return "\n".join(lines)
+
+    def hidden(self, p: Projection) -> int:
+        """Looks where ``p``'s staleness was above its lag (the lag hid part of it)."""
+        return sum(stale > lag for lag, stale in (self.row(p, t) for t in self.looks))
+
+    def truth(self) -> dict[str, str]:
+        """What the run's construction says: the commit-first group and the stalled one."""
+        return {"commits_first": next(p.group for p in self.projections if p.commits_first),
+                "stalled": next(p.group for p in self.projections if p.stall)}
+
+
+STALENESS_RUN = StalenessRun((
+    Projection("order-summary", apply_per_s=200),
+    Projection("search-index", apply_per_s=14, commits_first=True),
+    Projection("customer-totals", apply_per_s=200, stall=(2.0, 3.5)),
+    Projection("audit-feed", apply_per_s=16),
+))
+"""q3's run: print ``STALENESS_RUN.table()`` and read it."""
+_GROUPS = {p.group: p for p in STALENESS_RUN.projections}
+
+
+def _what_it_shows(group: str) -> str:
+    """One group's table in words, from the run: what a learner who named it overlooked."""
+    p, run = _GROUPS[group], STALENESS_RUN
+    rows = [run.row(p, t) for t in run.looks]
+    worst_stale = max(stale for _, stale in rows)
+    worst_lag = max(lag for lag, _ in rows)
+    if p.commits_first:
+        return (f"{group}'s lag is at most {worst_lag} in every look while its view falls up to "
+                f"{worst_stale} behind: in {run.hidden(p)} looks its staleness is above its "
+                "lag, which only a consumer that commits before it applies can show")
+    if p.stall:
+        return (f"{group} is up to {worst_stale} events behind, but its lag says so in every "
+                f"look (up to {worst_lag}): it climbs at the full write rate from "
+                f"{p.stall[0]:g} s and drops at {p.stall[1]:g} s, when it resumes")
+    if worst_stale > 5:
+        return (f"{group} falls steadily behind, up to {worst_stale} events, and its lag "
+                f"(up to {worst_lag}) is never below its staleness: an honest projection that "
+                "applies more slowly than the writes arrive, all the run long")
+    return (f"{group} stays within {worst_lag} events in every look, lag and staleness "
+            "together: healthy")
+
+
+class _DiagnosisStep(Step):
+    def run(self, answer: Any) -> None:
+        if not isinstance(answer, dict) or set(answer) != {"commits_first", "stalled"}:
+            raise NotYet('diagnosis should be a dict with two keys: {"commits_first": '
+                         '"<group>", "stalled": "<group>"}.')
+        for key, value in answer.items():
+            if value not in _GROUPS:
+                raise NotYet(f"{key}: {value!r} is not one of the groups in the table "
+                             f"({', '.join(_GROUPS)}).")
+        truth = STALENESS_RUN.truth()
+        if answer["commits_first"] == answer["stalled"]:
+            raise NotYet(f"you named {answer['stalled']} for both. Each of the two symptoms "
+                         "belongs to a different group: compare lag with staleness look by "
+                         "look for each one.")
+        if answer["commits_first"] != truth["commits_first"]:
+            raise NotYet(f"commits_first: {_what_it_shows(answer['commits_first'])}. The "
+                         "group that commits before it applies is the one whose staleness is "
+                         "ABOVE its lag (the lag says done while the view is behind).")
+        if answer["stalled"] != truth["stalled"]:
+            raise NotYet(f"stalled: {_what_it_shows(answer['stalled'])}. A stall shows as lag "
+                         "and staleness both climbing at the full write rate (10 events per "
+                         "0.5 s look) for a while, then dropping fast when it resumes.")
+
+
+q3 = Question(
+    id="q3", module=MODULE, title="diagnose a staleness and lag table", name="diagnosis",
+    what='a dict {"commits_first": group, "stalled": group} naming two groups of the table',
+    steps=[_DiagnosisStep()],
+    hints=[
+        "Two numbers per group: lag comes from the broker (committed offsets), staleness from "
+        "the view itself. Which of them can be larger when a consumer is honest?",
+        "A consumer that applies before it commits always has staleness <= lag. Find the group "
+        "where staleness is above lag. For the stall, look for a group that is fine, then "
+        "falls behind at the full write rate (20 events/s), then catches up at once.",
+        "Compare the two columns per group, look by look: print(STALENESS_RUN.table()), or "
+        "count looks with stale > lag for each group (STALENESS_RUN.row(p, t) gives them).",
+    ],
+    success=f"{_what_it_shows(STALENESS_RUN.truth()['commits_first'])}. And "
+            f"{_what_it_shows(STALENESS_RUN.truth()['stalled'])}. Lag is an upper bound on "
+            "staleness only for a projection that applies before it commits.",
+)
+
+QUESTIONS = [q1, q2, q3]
+__all__ = ["q1", "q2", "q3", "QUESTIONS", "event", "new_view", "expected_view", "random_log",
+           "run_apply", "TTL_CASE", "ttl_hit_rate_for", "STALENESS_RUN", "StalenessRun",
+           "Projection"]

@@ -1,8 +1,16 @@
-"""Module 08 · Sagas: the exercise question.
+"""Module 08 · Sagas: the exercise questions.
 
 ::
 
-    from labsupport.exercises.m08 import q1
+    from labsupport.exercises.m08 import q1, q2, q3
+
+* ``q2``: a dict ``after_failures``: for a new saga (:data:`TRIP`, a trip booking with a
+  read-only step, a pivot and a retriable step), the commands an orchestrator sends when
+  each of three steps fails (the lesson's rule on new inputs: :func:`after_failure`).
+* ``q3``: a dict ``saga_diagnosis``: reading a saga log (:func:`log_text`) from a buggy
+  orchestrator, the order that got a compensation for a step that never committed and the
+  order whose compensations ran twice; the truth is read from the log's lines
+  (:func:`log_truth`).
 
 * ``q1``: a function ``on_reply(saga, reply) -> list[str]``, the orchestrator's decision
   after each reply (see :mod:`labsupport.orchestration`: :class:`Saga`, :class:`Reply`,
@@ -28,12 +36,24 @@ import itertools
 import types
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import progress
 from ..checks import LearnerRaised, NotYet, Question, Step
 from ..errors import LabError
-from ..orchestration import COMPENSATIONS, DecideError, Orchestration, Reply, Saga, SagaLoop
+from ..orchestration import (
+    COMMANDS,
+    COMPENSATIONS,
+    SERVICE_OF,
+    STEPS,
+    DecideError,
+    Orchestration,
+    Reply,
+    Saga,
+    SagaLoop,
+)
+from ..orchestration import Step as SagaStep
 from ..sagas import Faults, check_invariants
 
 MODULE = "08"
@@ -384,5 +404,292 @@ q1 = _OnReplyQuestion(
     success="",
 )
 
-QUESTIONS = [q1]
-__all__ = ["q1", "QUESTIONS", "EXPECTED", "SagaMatrix"]
+
+
+# ----- q2: predict what the orchestrator sends after a failure --------------------------------------
+TRIP = (
+    SagaStep("create_trip", "trips", "cancel_trip", "compensatable"),
+    SagaStep("reserve_flight", "flights", "release_flight", "compensatable"),
+    SagaStep("check_visa", "visas", None, "read-only"),
+    SagaStep("reserve_hotel", "hotels", "release_hotel", "compensatable"),
+    SagaStep("charge_card", "payments", "refund_card", "compensatable"),
+    SagaStep("issue_tickets", "flights", None, "pivot"),
+    SagaStep("send_itinerary", "mail", None, "retriable"),
+)
+"""q2's saga: a trip booking, in :class:`~labsupport.orchestration.Step` form."""
+TRIP_FAILURES = ("charge_card", "issue_tickets", "send_itinerary")
+"""The steps q2 asks about: each one fails (its local transaction does not commit)."""
+
+
+def after_failure(steps: tuple[SagaStep, ...], failed: str) -> list[str]:
+    """What an orchestrator sends when ``failed`` fails, every step before it having
+    succeeded: a retry after the pivot, else the compensations of the steps done, last first."""
+    names = [s.command for s in steps]
+    step = steps[names.index(failed)]
+    if step.kind == "retriable":
+        return [failed]
+    done = steps[: names.index(failed)]
+    return [s.compensation for s in reversed(done) if s.compensation]
+
+
+def trip_table() -> str:
+    """The trip saga's steps as the notebook shows them."""
+    lines = [f"{'step':16} {'service':9} {'kind':14} undone by"]
+    lines += [f"{s.command:16} {s.service:9} {s.kind:14} {s.compensation or '-'}" for s in TRIP]
+    return "\n".join(lines)
+
+
+_ALL_TRIP = {s.command for s in TRIP} | {s.compensation for s in TRIP if s.compensation}
+
+
+def _trip_mistake(failed: str, got: list[str]) -> str:
+    """Why ``got`` is not what the orchestrator sends after ``failed`` fails."""
+    right = after_failure(TRIP, failed)
+    names = [s.command for s in TRIP]
+    done = TRIP[: names.index(failed)]
+    undo_all = [s.compensation for s in done if s.compensation]
+    kind = TRIP[names.index(failed)].kind
+    own = TRIP[names.index(failed)].compensation
+    if kind == "retriable" and got != right:
+        return (f"{failed} comes after the pivot (issue_tickets): the tickets are issued and "
+                f"cannot be taken back, so nothing is undone. The orchestrator retries the "
+                f"step that failed: [{failed!r}].")
+    if got == [failed]:
+        return (f"a failure of {failed} is not retried: it is {'the pivot itself' if kind == 'pivot' else 'before the pivot'}, "
+                "so the saga goes back, undoing what is done.")
+    if got == undo_all and got != right:
+        return ("those are in the order the steps ran. Compensations run last step first "
+                "(a stack): the newest change is undone before what it was built on.")
+    if own and own in got:
+        return (f"{failed} failed: its local transaction never committed, so there is nothing "
+                f"to {own.split('_')[0]}. Undo only the steps that succeeded before it.")
+    if any(c not in _ALL_TRIP for c in got):
+        bad = next(c for c in got if c not in _ALL_TRIP)
+        return (f"{bad!r} is not a command of this saga. check_visa changed nothing (it only "
+                "read), so it has no compensation: skip it.")
+    if set(got) < set(right):
+        missing = [c for c in right if c not in got]
+        return (f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: every "
+                "step that succeeded before the failure is undone, the first one too.")
+    return (f"the orchestrator sends {len(right)} command{'s' if len(right) != 1 else ''} "
+            "here. Walk the steps done before the failure from the last to the first.")
+
+
+class _TripStep(Step):
+    def run(self, answer: Any) -> None:
+        if not isinstance(answer, dict) or set(answer) != set(TRIP_FAILURES):
+            raise NotYet("after_failures should be a dict with the keys "
+                         f"{', '.join(repr(f) for f in TRIP_FAILURES)}, each a list of "
+                         "commands, e.g. {'charge_card': ['...', ...], ...}.")
+        for failed in TRIP_FAILURES:
+            got = answer[failed]
+            if not isinstance(got, (list, tuple)) or not all(isinstance(c, str) for c in got):
+                raise NotYet(f"after_failures[{failed!r}] should be a list of command names "
+                             f"(strings), got {got!r}.")
+            if list(got) != after_failure(TRIP, failed):
+                raise NotYet(f"when {failed} fails you have {list(got)}: "
+                             f"{_trip_mistake(failed, list(got))}")
+
+
+q2 = Question(
+    id="q2", module=MODULE, title="predict what the orchestrator sends after a failure",
+    name="after_failures",
+    what="a dict: for each failing step of the trip saga, the list of commands sent next",
+    steps=[_TripStep()],
+    hints=[
+        "Where is the failing step relative to the pivot? Before it (and at it) the saga goes "
+        "back; after it, the saga can only go forward.",
+        "Going back: the steps that succeeded before the failure are undone, the last one "
+        "first; a step that changed nothing has nothing to undo, and the step that failed "
+        "never committed. Going forward: the failed step is sent again.",
+        "charge_card: walk reserve_hotel, check_visa, reserve_flight, create_trip and write "
+        "down each one's 'undone by' (skip '-'). issue_tickets: the same, starting from "
+        "charge_card. send_itinerary: one command.",
+    ],
+    success="before the pivot and at it, the steps done are undone last first (check_visa "
+            "has nothing to undo, the failed step never committed); after the pivot the "
+            "failed step is retried.",
+)
+
+
+# ----- q3: diagnose a saga log -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class LogLine:
+    """One line of q3's log: model ms, order, lane (service) and what happened."""
+
+    ms: int
+    order: str
+    lane: str
+    text: str
+
+
+def _script(order: str, fails: str | None = None, duplicate: str | None = None,
+            bug: str | None = None) -> list[tuple[str, str]]:
+    """One order's saga as (lane, text) lines, from an orchestrator that sends each command
+    and logs each reply. ``bug``: 'undo-failed' also compensates the step that failed;
+    'double' handles a duplicate reply twice. ``duplicate``: the reply delivered twice."""
+    out: list[tuple[str, str]] = []
+    done: list[str] = []
+    for step in STEPS:
+        out.append(("orchestrator", f"send {step.command}"))
+        ok = step.command != fails
+        out.append((step.service, f"{step.command}: {'ok' if ok else 'FAILED'}"))
+        replies = 2 if duplicate == step.command else 1
+        for n in range(replies):
+            again = n > 0
+            if again and bug != "double":
+                out.append(("orchestrator", f"reply {step.command} again: seen, ignored"))
+                continue
+            out.append(("orchestrator", f"reply {step.command}: {'ok' if ok else 'FAILED'}"
+                        + (" (again)" if again else "")))
+            if ok and not again:
+                continue
+            if not ok:
+                undo = [s.compensation for s in reversed(done) if s.compensation]
+                if bug == "undo-failed" and step.compensation:
+                    undo.insert(0, step.compensation)
+                for command in undo:
+                    out.append(("orchestrator", f"send {command} (compensation)"))
+                    out.append((SERVICE_OF[command], f"{command}: ok"))
+        if not ok:
+            return out
+        done.append(step)
+    return out
+
+
+#: q3's run: eight orders, two of them handled by a buggy orchestrator
+LOG_ORDERS = {
+    "o-1": {},
+    "o-2": {"fails": "authorize_payment", "bug": "undo-failed"},
+    "o-3": {"fails": "reserve_stock"},
+    "o-4": {"fails": "reserve_stock", "duplicate": "reserve_stock", "bug": "double"},
+    "o-5": {"duplicate": "authorize_payment"},
+    "o-6": {"fails": "authorize_payment"},
+    "o-7": {"fails": "reserve_stock", "duplicate": "reserve_stock"},
+    "o-8": {},
+}
+
+
+def saga_log() -> list[LogLine]:
+    """q3's log: the orders' lines interleaved in time, as a log collector shows them."""
+    lines = []
+    for k, (order, how) in enumerate(LOG_ORDERS.items()):
+        for i, (lane, text) in enumerate(_script(order, **how)):
+            lines.append(LogLine(9 * k + 6 * i, order, lane, text))
+    return sorted(lines, key=lambda line: (line.ms, line.order))
+
+
+def log_text() -> str:
+    """The log, one line per entry."""
+    return "\n".join(f"{line.ms:5d} ms  {line.order}  {line.lane:12} {line.text}"
+                     for line in saga_log())
+
+
+def log_facts(order: str) -> dict[str, Any]:
+    """What the log shows for ``order``: the steps that committed, the compensations sent."""
+    lines = [line for line in saga_log() if line.order == order]
+    committed = [line.text.split(":")[0] for line in lines
+                 if line.lane != "orchestrator" and line.text.endswith(": ok")
+                 and line.text.split(":")[0] in COMMANDS]
+    undone = [line.text.split()[1] for line in lines if line.text.endswith("(compensation)")]
+    failed = [line.text.split(":")[0] for line in lines
+              if line.lane != "orchestrator" and line.text.endswith("FAILED")]
+    return {"committed": committed, "compensations": undone, "failed": failed,
+            "ignored": sum(line.text.endswith("ignored") for line in lines)}
+
+
+def log_truth() -> dict[str, str]:
+    """From the log itself: the order with a compensation for a step that never committed,
+    and the order with a compensation sent twice."""
+    never, twice = "", ""
+    for order in LOG_ORDERS:
+        facts = log_facts(order)
+        undone_steps = [COMPENSATIONS[c].command for c in facts["compensations"]]
+        if any(step not in facts["committed"] for step in undone_steps):
+            never = order
+        if len(facts["compensations"]) != len(set(facts["compensations"])):
+            twice = order
+    return {"never_ran": never, "twice": twice}
+
+
+def _order_in_words(order: str) -> str:
+    """What ``order``'s lines show, in one sentence (for a learner who named it)."""
+    f = log_facts(order)
+    undone, failed = f["compensations"], f["failed"]
+    if not failed:
+        extra = (" (a reply came twice and was ignored)" if f["ignored"] else "")
+        return f"{order} was confirmed{extra}: no compensation ran"
+    steps = [COMPENSATIONS[c].command for c in undone]
+    if len(undone) != len(set(undone)):
+        return (f"{order}'s compensations ({', '.join(undone)}) undo steps that committed, "
+                "but each was sent twice: that is the other symptom")
+    if any(s not in f["committed"] for s in steps):
+        return (f"{order}: {failed[0]} FAILED, yet {undone[0]} was sent for it, once: that "
+                "is the other symptom")
+    ignored = " (a duplicate reply was ignored, as it should be)" if f["ignored"] else ""
+    return (f"{order}: {failed[0]} failed and the compensations ({', '.join(undone)}) undo "
+            f"only steps that committed ({', '.join(f['committed'])}), each once{ignored}: "
+            "a correct saga")
+
+
+class _LogStep(Step):
+    def run(self, answer: Any) -> None:
+        if not isinstance(answer, dict) or set(answer) != {"never_ran", "twice"}:
+            raise NotYet('saga_diagnosis should be a dict with two keys: {"never_ran": '
+                         '"<order>", "twice": "<order>"}.')
+        for key, value in answer.items():
+            if value not in LOG_ORDERS:
+                raise NotYet(f"{key}: {value!r} is not an order of the log "
+                             f"({', '.join(LOG_ORDERS)}).")
+        truth = log_truth()
+        if answer["never_ran"] == answer["twice"]:
+            raise NotYet(f"you named {answer['twice']} for both; the two symptoms are in two "
+                         "different orders.")
+        for key, rule in (("never_ran", "a compensation for a step whose own line says "
+                                        "FAILED (it never committed, so there was nothing to "
+                                        "undo)"),
+                          ("twice", "the same compensation sent twice (a duplicate reply "
+                                    "handled as if it were new)")):
+            if answer[key] != truth[key]:
+                raise NotYet(f"{key}: {_order_in_words(answer[key])}. Look for {rule}.")
+
+
+class _LogQuestion(Question):
+    """q3, whose success message is built from the log."""
+
+    def _evaluate(self, answer: Any) -> tuple[str, str]:
+        status, message = super()._evaluate(answer)
+        if status == progress.DONE:
+            truth = log_truth()
+            never, twice = log_facts(truth["never_ran"]), log_facts(truth["twice"])
+            return status, (f"{truth['never_ran']}: {never['failed'][0]} FAILED and still got "
+                            f"{never['compensations'][0]}, an undo of nothing; "
+                            f"{truth['twice']}: {', '.join(sorted(set(twice['compensations'])))}"
+                            " each sent twice, when its failure reply came again. The fixes: "
+                            "compensate only saga.done, and record each reply id (saga.seen) "
+                            "before acting on it.")
+        return status, message
+
+
+
+q3 = _LogQuestion(
+    id="q3", module=MODULE, title="diagnose a saga log", name="saga_diagnosis",
+    what='a dict {"never_ran": order, "twice": order} naming two orders of the log',
+    steps=[_LogStep()],
+    hints=[
+        "A compensation undoes a step that committed. For each compensation in the log, find "
+        "the step it undoes and check that step's own line.",
+        "refund_payment undoes authorize_payment, cancel_order undoes create_order. One order "
+        "gets a refund although its authorize_payment line says FAILED; another gets the same "
+        "compensations twice after a reply arrived twice. A reply 'seen, ignored' is the "
+        "orchestrator doing it right.",
+        "Filter the log by order: [l for l in saga_log() if l.order == 'o-2'], and count each "
+        "order's lines that end with '(compensation)'.",
+    ],
+    success="",
+)
+
+
+QUESTIONS = [q1, q2, q3]
+__all__ = ["q1", "q2", "q3", "QUESTIONS", "EXPECTED", "SagaMatrix", "TRIP", "TRIP_FAILURES",
+           "after_failure", "trip_table", "saga_log", "log_text", "log_facts", "log_truth"]
