@@ -33,6 +33,7 @@ from aiohttp import web
 
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import require
+from .evidence import Estimate, share
 from .latency import Constant
 from .load import arrival_times
 from .metrics import percentile
@@ -219,26 +220,49 @@ class QueueRun:
         """Share of requests turned away (429/503)."""
         return sum(s.rejected for s in self.shots) / len(self.shots) if self.shots else math.nan
 
+    def rejection_estimate(self) -> Estimate:
+        """:meth:`rejection_share` with Wilson's interval."""
+        return share(sum(s.rejected for s in self.shots), len(self.shots))
+
+    def slower_than(self, ms: float) -> int:
+        """How many served requests took longer than ``ms`` (a count from this run)."""
+        return sum(s.ms > ms for s in self.admitted())
+
     def predicted_rejection_share(self) -> float:
         """1 − 1/ρ: in the long run the service can take only μ of the λ offered."""
         return max(0.0, 1 - 1 / self.rho)
 
-    def admitted_p(self, p: float, first: bool = False, last: bool = False,
-                   part: float = 0.25) -> float:
-        """``p``-th percentile latency (model ms) of served requests; ``first``/``last``:
-        only those sent in the first/last ``part`` of the run."""
+    def admitted_ms(self, first: bool = False, last: bool = False,
+                    part: float = 0.25) -> list[float]:
+        """Latencies (model ms) of served requests; ``first``/``last``: only those sent in
+        the first/last ``part`` of the run."""
         lo, hi = 0.0, self.duration_s
         if first:
             hi = part * self.duration_s
         if last:
             lo = (1 - part) * self.duration_s
-        return percentile([s.ms for s in self.admitted() if lo <= s.t < hi], p)
+        return [s.ms for s in self.admitted() if lo <= s.t < hi]
 
-    def theory_wait_ms(self, t: float) -> float:
+    def admitted_p(self, p: float, first: bool = False, last: bool = False,
+                   part: float = 0.25) -> float:
+        """``p``-th percentile of :meth:`admitted_ms`."""
+        return percentile(self.admitted_ms(first, last, part), p)
+
+    def theory_wait_ms(self, t: float, capacity: float | None = None) -> float:
         """Unbounded line: a request sent at ``t`` finds (λ−μ)·t waiting and waits
-        (λ−μ)·t/μ, plus its own work."""
-        backlog = max(0.0, self.rate - self.capacity) * t
-        return backlog / self.capacity * 1000 + self.work_ms
+        (λ−μ)·t/μ, plus its own work. ``capacity``: a measured μ instead of the nominal one
+        (see :meth:`served_rate`)."""
+        mu = capacity or self.capacity
+        backlog = max(0.0, self.rate - mu) * t
+        return backlog / mu * 1000 + self.work_ms
+
+    def served_rate(self) -> float:
+        """μ as measured: requests served per model second while the service was busy (from
+        the first request sent to the last answer). On a loaded laptop, at a small time
+        scale, it is below the nominal μ: every timer fires a little late."""
+        done = [s.t + s.ms / 1000 for s in self.admitted()]
+        span = max(done, default=0.0) - min((s.t for s in self.shots), default=0.0)
+        return len(done) / span if span > 0 else math.nan
 
     def bound_ms(self) -> float:
         """Bounded line: at most ``queue_limit`` ahead, so (queue_limit + workers)/μ

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dashboard import PALETTE
 from .errors import require
+from .evidence import Estimate, share
 from .latency import LatencyModel, Normal
 from .load import arrival_times
 from .metrics import percentile
@@ -288,6 +289,21 @@ class Scoreboard:
         require(spans, f"no chaos window called {during!r}.",
                 f"use one of: calm, {', '.join(n for n, _, _ in self.windows)}")
         return [s for s in self.sent if any(a <= s.t < b for a, b in spans)]
+
+    def waits(self, during: str | None = None) -> list[float]:
+        """What each customer sent ``during`` waited (model ms), in sending order: two
+        designs given the same orders line up request by request (for paired ratios)."""
+        return [s.ms for s in self.within(during)]
+
+    def said_yes(self, during: str | None = None) -> Estimate:
+        """The share of checkouts sent ``during`` answered yes, with Wilson's interval."""
+        sent = self.within(during)
+        return share(sum(s.ok for s in sent), len(sent))
+
+    def e2e_samples(self, during: str | None = None) -> list[float]:
+        """Placed -> confirmed (model ms) of each confirmed order sent ``during``."""
+        return [self.end_to_end_ms[s.order_id] for s in self.within(during)
+                if s.order_id in self.end_to_end_ms]
 
     def success_during(self, during: str) -> float:
         """Share of checkouts answered yes among those sent during ``during``."""

@@ -92,6 +92,8 @@ class SyncCheckout:
         self._breaker: Any = None
         self._fallback: Fallback | None = None
         self.payment_calls = 0
+        self.tries: dict[str, int] = {}
+        """Payment calls the checkout itself sent per order id (not the completer's)."""
         self.learner_errors: list[BaseException] = []
         self.deferred_topic: str | None = None
         self.completer: Worker | None = None
@@ -253,6 +255,8 @@ class SyncCheckout:
 
     async def _attempt_payment(self, order: dict[str, Any]) -> bool:
         async def once() -> dict[str, Any]:
+            oid = order["order_id"]
+            self.tries[oid] = self.tries.get(oid, 0) + 1
             if not await self._call("payment", order, self.payment_timeout_ms,
                                     self.idempotency_key):
                 raise DependencyFailed({"service": "payment", "status": 503})

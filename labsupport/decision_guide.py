@@ -1,47 +1,55 @@
 """Module 10 · The brief's decision guide, filled in from this notebook's measurements.
 
-The brief's table says which style to prefer in four scenarios. Here each row gets the
-numbers measured on this lab, and the choice is *derived* from them by a stated rule:
+The brief's table says which style to prefer in four scenarios. Here each row gets one
+deciding figure measured on this lab, with its interval, and a threshold; the choice is
+*derived* from them, so a different lab (or a different scenario) can flip it:
 
-1. **Fast, low-latency, simple call**: a 5 ms lookup called directly (p50) against a
-   round trip over the broker (two hops, measured on the event-driven checkout).
-   Rule: synchronous when the direct call answers sooner.
-2. **Long-running or variable latency**: how much the customer's wait grows (p50 during
-   the slow-inventory window / before it) in each design. Rule: asynchronous when the
-   synchronous wait at least doubles and the 202's does not.
-3. **Critical workflows with high availability needs**: share of checkouts answered yes
-   while payment was down, and orders lost. Rule: event-driven when it keeps accepting
-   (>= 99%, 0 lost) and beats synchronous by at least 10 points.
-4. **Third-party or external service**: a flaky gateway (20% transient errors) called
-   once vs with retries (backoff, module 03), and calls that reach it while it is down
-   with retries only vs through a breaker (module 04). Rule: async + retry + circuit
-   breaker when retries add at least 5 points of success and the breaker cuts the calls
-   to a dead service by at least half (the async part is row 3's evidence).
+1. **Fast, low-latency, simple call**: a lookup asked directly (HTTP) and over the broker
+   (request on a topic, reply on another, timed by the caller: :func:`measure_lookup`).
+   Figure: what the broker adds, as a share of the direct call (p50s). Rule: synchronous
+   when the broker adds at least half the call's own time; for a 1 s job it adds little,
+   and the row flips to asynchronous.
+2. **Long-running or variable latency**: how much the customer's p50 wait grows while
+   inventory is slow (slow window minus calm, model ms) in each design. Rule:
+   asynchronous when the synchronous wait grows by 100 ms or more and the 202's does not.
+   A difference, not a ratio: the lab's own overhead (large at a small time scale) cancels.
+3. **Critical workflows with high availability needs**: the share of checkouts answered
+   yes while payment was down, event-driven minus synchronous (the same orders, paired).
+   Rule: event-driven when it is 10 points or more and no accepted order was lost.
+4. **Third-party or external service**: a flaky gateway called once and with retries
+   (module 03), and calls reaching it while it is down with retries only and through a
+   breaker (module 04). Rule: async + retry + breaker when retries add at least 5 points
+   of success and the breaker cuts the calls to a dead service by half or more.
+
+A row whose interval straddles its threshold says *undecided* rather than guess.
 """
 from __future__ import annotations
 
 import asyncio
 import html
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .breakers import AsyncPyBreaker, BreakerOpen, DependencyFailed
-from .claims import Claim, expect
+from .claims import Claim, expect_at_least, expect_at_most
 from .errors import require
-from .metrics import percentile
+from .evidence import Estimate, bootstrap, difference
 from .retries import FullJitter, Policy, retry_guard
 from .services import CallResult, Guard, Service
-from .settings import to_wall
+from .settings import to_model, to_wall
 
 if TYPE_CHECKING:
     from .checkout import Scoreboard
-    from .checkout_events import EventCheckout
     from .lab import Lab
 
 SYNC, ASYNC, EVENTS, EXTERNAL = ("Synchronous", "Asynchronous", "Event-driven or messaging",
                                  "Async + retry + circuit breaker")
+UNDECIDED = "undecided (the interval straddles the threshold)"
 BRIEF = {
     "Fast, low-latency, simple call": SYNC,
     "Long-running or variable latency": ASYNC,
@@ -49,16 +57,24 @@ BRIEF = {
     "Third-party or external service": EXTERNAL,
 }
 """The brief's decision guide: scenario -> preferred communication."""
+BROKER_ADDS, GROWTH_MS, YES_GAIN, RETRY_GAIN, BREAKER_CUT = 0.5, 100.0, 0.10, 0.05, 0.5
+"""The rules' thresholds (see the module docstring)."""
 
 
 @dataclass(frozen=True)
 class Row:
-    """One scenario: what was measured, the rule, the choice it gives, the brief's choice."""
+    """One scenario: the deciding figure (with its interval), the rule, the choice.
+
+    ``figure`` at or over ``threshold`` gives the brief's choice; ``control`` (optional) is
+    a second figure that must stay *under* ``threshold`` for it (row 2: the 202's wait)."""
 
     scenario: str
     measured: str
     rule: str
     choice: str
+    figure: Estimate | None = None
+    threshold: float = math.nan
+    control: Estimate | None = None
 
     @property
     def brief(self) -> str:
@@ -69,23 +85,88 @@ class Row:
         return self.choice == self.brief
 
 
-# ----- small measurements for rows 1 and 4 -------------------------------------------------------------
-def lookup_p50_ms(lab: Lab, latency_ms: float = 5.0, requests: int = 30) -> float:
-    """p50 (model ms) of a ``latency_ms`` lookup service called directly, one at a time."""
-    name = "lookup"
-    svc = lab.services.get(name) or lab.service(name, latency_ms)
-    return lab.closed_loop(svc, 1, requests, path="local", progress=False).percentile(50)
+def decide(figure: Estimate, threshold: float, above: str, below: str) -> str:
+    """``above`` when the whole interval is at or over ``threshold``, ``below`` when it is
+    all under it, :data:`UNDECIDED` when it straddles."""
+    if figure.low >= threshold:
+        return above
+    if figure.high < threshold:
+        return below
+    return UNDECIDED
 
 
-def broker_round_trip_ms(design: EventCheckout, board: Scoreboard,
-                         work_ms: float = 5.0) -> float:
-    """The same lookup asked over the broker: two hops (request + reply) measured on the
-    event-driven checkout's orders before the chaos (2 x median of 202 accepted -> picked
-    up by the payment consumer), plus the lookup's own ``work_ms``."""
-    before = [s.order_id for s in board.within("before")]
-    return 2 * percentile(design.hop_ms(before), 50) + work_ms
+# ----- row 1: the same lookup, directly and over the broker ----------------------------------------
+@dataclass
+class LookupFigures:
+    """One lookup of ``work_ms`` asked ``len(direct)`` times each way (model ms)."""
+
+    work_ms: float
+    direct: list[float]
+    broker: list[float]
+
+    def broker_adds(self) -> Estimate:
+        """(broker p50 - direct p50) / direct p50, with a bootstrap interval."""
+        def share(over: np.ndarray, plain: np.ndarray) -> float:
+            base = float(np.median(plain))
+            return (float(np.median(over)) - base) / base if base > 0 else math.inf
+        return bootstrap(share, self.broker, self.direct,
+                         method="bootstrap of (broker p50 - direct p50) / direct p50")
 
 
+def measure_lookup(lab: Lab, work_ms: float = 5.0, requests: int = 30,
+                   users: int = 1) -> LookupFigures:
+    """A ``work_ms`` lookup called directly over HTTP and asked over the broker (a request
+    on one topic, the answer on another, timed from publish to the reply consumed), with
+    ``users`` callers at a time, ``requests`` each way."""
+    from .request_reply import RequestReply
+
+    require(work_ms > 0 and requests >= 5, "give work_ms > 0 and at least 5 requests.")
+    name = f"lookup{work_ms:g}".replace(".", "_")
+    svc = lab.services.get(name) or lab.service(name, work_ms)
+    direct = lab.closed_loop(svc, users, requests, path="local", progress=False).latencies()
+
+    async def work(value: Any) -> Any:
+        await svc.work()
+        return value
+
+    rr = RequestReply(lab, work, responders=max(1, min(users, 4)),
+                      prefix=f"guide-{name}.", timeout_ms=10 * work_ms + 20_000)
+    rr.wait_ready()
+    try:
+        lab.run(rr.request({"warm": True}, key="warm-up"), timeout=60)   # metadata, first fetch
+        broker = lab.run(_timed_requests(rr, users, requests), timeout=600)
+    finally:
+        rr.stop()
+    return LookupFigures(work_ms, direct, broker)
+
+
+async def _timed_requests(rr: Any, users: int, requests: int) -> list[float]:
+    loop = asyncio.get_running_loop()
+    keys = iter(range(requests))
+    out: list[float] = []
+
+    async def user() -> None:
+        for i in keys:
+            start = loop.time()
+            await rr.request({"i": i}, key=f"k{i}")
+            out.append(to_model(loop.time() - start) * 1000)
+
+    await asyncio.gather(*(user() for _ in range(users)))
+    return out
+
+
+def lookup_row(figures: LookupFigures) -> Row:
+    """Row 1 from a lookup measured both ways."""
+    adds = figures.broker_adds()
+    return Row("Fast, low-latency, simple call",
+               f"{figures.work_ms:g} ms lookup: direct p50 {np.median(figures.direct):.0f} ms, "
+               f"over the broker p50 {np.median(figures.broker):.0f} ms: the broker adds "
+               f"{adds.value:.0%} (interval {adds.low:.0%} to {adds.high:.0%})",
+               f"synchronous if the broker adds at least {BROKER_ADDS:.0%} of the call's time",
+               decide(adds, BROKER_ADDS, SYNC, ASYNC), adds, BROKER_ADDS)
+
+
+# ----- row 4: an external gateway ------------------------------------------------------------------
 def breaker_guard(breaker: Any, attempts: int = 3, policy: Policy | None = None) -> Guard:
     """A service guard: up to ``attempts`` tries (``policy`` between them), each through
     ``breaker``; once the breaker refuses, no more tries (503 at once)."""
@@ -118,21 +199,30 @@ def breaker_guard(breaker: Any, attempts: int = 3, policy: Policy | None = None)
 
 @dataclass
 class ExternalFigures:
-    """A flaky external gateway called four ways (row 4)."""
+    """A flaky external gateway called four ways (row 4): each call's outcome (1 = ok)."""
 
-    plain_success: float
-    retry_success: float
+    plain_ok: list[int]
+    retry_ok: list[int]
     calls_retry_only: int
     calls_with_breaker: int
     orders_during_outage: int
 
     @property
-    def retry_gain_points(self) -> float:
-        return 100 * (self.retry_success - self.plain_success)
+    def plain_success(self) -> float:
+        return float(np.mean(self.plain_ok))
+
+    @property
+    def retry_success(self) -> float:
+        return float(np.mean(self.retry_ok))
+
+    def retry_gain(self) -> Estimate:
+        """Success with retries minus success called once (a share), bootstrap interval."""
+        return bootstrap(lambda a, b: float(np.mean(a) - np.mean(b)), self.retry_ok,
+                         self.plain_ok, method="bootstrap of the difference in success")
 
     @property
     def breaker_cut(self) -> float:
-        """Share of calls to the dead gateway the breaker saved."""
+        """Share of calls to the dead gateway the breaker saved (exact counts of one run)."""
         return 1 - self.calls_with_breaker / max(self.calls_retry_only, 1)
 
 
@@ -144,11 +234,10 @@ def external_figures(lab: Lab, error_rate: float = 0.2, requests: int = 100,
     front = lab.services.get("shop_front") or lab.service("shop_front", 0, calls=[gateway])
     backoff = FullJitter(5, 40)
 
-    def share_ok(guard: Guard | None) -> float:
+    def outcomes(guard: Guard | None) -> list[int]:
         gateway.set(error_rate=error_rate, outage=False)
         front.set(guard=guard)
-        rec = lab.closed_loop(front, 5, requests, progress=False)
-        return 1 - rec.error_rate()
+        return [int(s.ok) for s in lab.closed_loop(front, 5, requests, progress=False).samples]
 
     def calls_while_down(guard: Guard) -> int:
         gateway.set(error_rate=0.0, outage=True)
@@ -157,7 +246,7 @@ def external_figures(lab: Lab, error_rate: float = 0.2, requests: int = 100,
         lab.closed_loop(front, 3, outage_requests, progress=False)
         return gateway.received
 
-    plain, retried = share_ok(None), share_ok(retry_guard(3, backoff))
+    plain, retried = outcomes(None), outcomes(retry_guard(3, backoff))
     retry_only = calls_while_down(retry_guard(3, backoff))
     with_breaker = calls_while_down(
         breaker_guard(AsyncPyBreaker(fail_max=5, reset_timeout_s=60), 3, backoff))
@@ -169,7 +258,7 @@ def external_figures(lab: Lab, error_rate: float = 0.2, requests: int = 100,
 # ----- the guide ----------------------------------------------------------------------------------------
 @dataclass
 class DecisionGuide:
-    """The four rows, each with its numbers and the choice they give."""
+    """The four rows, each with its deciding figure and the choice it gives."""
 
     rows: list[Row] = field(default_factory=list)
     broker: str = ""
@@ -199,45 +288,68 @@ class DecisionGuide:
     def __repr__(self) -> str:
         return self.text()
 
-    def claims(self) -> Claim:
-        """Claim: every derived choice agrees with the brief, for these measurements."""
-        return expect("rows where the choice derived from the numbers matches the brief",
-                      sum(r.agrees for r in self.rows), len(BRIEF), tolerance=0,
-                      meaning="the brief's decision guide holds on this lab's measurements")
+    def claims(self) -> list[Claim]:
+        """One claim per deciding figure: on the side of its threshold that gives the
+        brief's choice (each can fail, or stay inconclusive, on its own)."""
+        out = []
+        for r in self.rows:
+            meaning = f"the numbers choose '{r.brief}', as the brief does"
+            if r.figure is not None:
+                out.append(expect_at_least(f"{r.scenario}: deciding figure", r.figure,
+                                           r.threshold, meaning=meaning))
+            if r.control is not None:
+                out.append(expect_at_most(f"{r.scenario}: the other design's figure",
+                                          r.control, r.threshold, meaning=meaning))
+        return out
 
 
-def build_guide(sync: Scoreboard, events: Scoreboard, round_trip_ms: float,
-                lookup_ms: float, external: ExternalFigures, broker: str = "") -> DecisionGuide:
+def _yes(board: Scoreboard, during: str) -> list[int]:
+    return [int(s.ok) for s in board.within(during)]
+
+
+def build_guide(sync: Scoreboard, events: Scoreboard, lookup: LookupFigures,
+                external: ExternalFigures, broker: str = "") -> DecisionGuide:
     """Fill in the four rows from the measurements; each choice follows its rule."""
     from .chaos import CRASH, SLOW
 
-    fast = Row("Fast, low-latency, simple call",
-               f"direct lookup p50 {lookup_ms:.0f} ms; round trip over the broker "
-               f"{round_trip_ms:.0f} ms",
-               "synchronous if the direct call answers sooner",
-               SYNC if lookup_ms < round_trip_ms else ASYNC)
-    grow_sync = sync.p(50, during=SLOW) / sync.p(50, during="calm")
-    grow_async = events.p(50, during=SLOW) / events.p(50, during="calm")
+    grow_sync = difference(sync.waits(SLOW), sync.waits("calm"))
+    grow_async = difference(events.waits(SLOW), events.waits("calm"))
+    async_flat = decide(grow_async, GROWTH_MS, SYNC, ASYNC)
     variable = Row("Long-running or variable latency",
-                   f"inventory slow: customer's p50 wait x{grow_sync:.1f} synchronous, "
-                   f"x{grow_async:.1f} with 202",
-                   "asynchronous if the synchronous wait at least doubles and the 202's does not",
-                   ASYNC if grow_sync >= 2 and grow_async < 2 else SYNC)
-    yes_sync, yes_events = sync.success_during(CRASH), events.success_during(CRASH)
+                   f"inventory slow: customer's p50 wait +{grow_sync.value:.0f} ms synchronous "
+                   f"(interval {grow_sync.low:.0f} to {grow_sync.high:.0f}), "
+                   f"{grow_async.value:+.0f} ms with 202 ({grow_async.low:.0f} to "
+                   f"{grow_async.high:.0f})",
+                   f"asynchronous if the synchronous wait grows by {GROWTH_MS:g} ms or more "
+                   "and the 202's does not",
+                   decide(grow_sync, GROWTH_MS, async_flat, SYNC), grow_sync, GROWTH_MS,
+                   grow_async)
+    gain = _share_gain(_yes(events, CRASH), _yes(sync, CRASH),
+                       paired=len(_yes(events, CRASH)) == len(_yes(sync, CRASH)))
     critical = Row("Critical workflows with high availability needs",
-                   f"payment down: {yes_sync:.0%} said yes synchronous, {yes_events:.0%} "
-                   f"event-driven, {events.lost} lost",
-                   "event-driven if it keeps accepting (>= 99%, 0 lost) and beats "
-                   "synchronous by 10 points or more",
-                   EVENTS if yes_events >= 0.99 and events.lost == 0
-                   and yes_events - yes_sync >= 0.10 else SYNC)
+                   f"payment down: {np.mean(_yes(sync, CRASH)):.0%} said yes synchronous, "
+                   f"{np.mean(_yes(events, CRASH)):.0%} event-driven (gain {gain.value:.0%}, "
+                   f"interval {gain.low:.0%} to {gain.high:.0%}), {events.lost} lost",
+                   f"event-driven if it says yes to {YES_GAIN:.0%} more of them and loses none",
+                   decide(gain, YES_GAIN, EVENTS if events.lost == 0 else SYNC, SYNC),
+                   gain, YES_GAIN)
+    retry_gain = external.retry_gain()
+    cut = external.breaker_cut >= BREAKER_CUT
     third = Row("Third-party or external service",
                 f"flaky gateway: {external.plain_success:.0%} ok called once, "
-                f"{external.retry_success:.0%} with retries; while down "
+                f"{external.retry_success:.0%} with retries (gain interval "
+                f"{retry_gain.low:.0%} to {retry_gain.high:.0%}); while down "
                 f"{external.calls_retry_only} calls with retries only, "
                 f"{external.calls_with_breaker} through a breaker",
-                "async + retry + breaker if retries add >= 5 points and the breaker cuts "
-                "calls to a dead service by half or more",
-                EXTERNAL if external.retry_gain_points >= 5 and external.breaker_cut >= 0.5
-                else SYNC)
-    return DecisionGuide([fast, variable, critical, third], broker)
+                f"async + retry + breaker if retries add {RETRY_GAIN:.0%} or more and the "
+                f"breaker cuts calls to a dead service by {BREAKER_CUT:.0%} or more",
+                decide(retry_gain, RETRY_GAIN, EXTERNAL if cut else SYNC, SYNC),
+                retry_gain, RETRY_GAIN)
+    return DecisionGuide([lookup_row(lookup), variable, critical, third], broker)
+
+
+def _share_gain(a: list[int], b: list[int], paired: bool = False) -> Estimate:
+    """Share of yes in ``a`` minus in ``b`` (paired when they are the same orders)."""
+    return bootstrap(lambda x, y: float(np.mean(x) - np.mean(y)), a, b, paired=paired,
+                     method=("paired " if paired else "") + "bootstrap of the difference in "
+                     "the share of yes")

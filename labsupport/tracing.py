@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry
 from .backpressure import PanelDashboard
 from .dashboard import PALETTE, Dashboard, set_controls
 from .errors import require
+from .evidence import Estimate, share
 from .histograms import Buckets, counts, histogram_quantile, new_histogram, read_buckets
 from .latency import LatencyModel, Normal, Spikes
 from .metrics import percentile
@@ -203,6 +204,10 @@ class TracedChain:
     def share_blaming(self, hop: str, traces: Sequence[Trace]) -> float:
         """Share of ``traces`` whose slowest hop (own time) is ``hop``."""
         return sum(t.slowest_hop() == hop for t in traces) / len(traces) if traces else math.nan
+
+    def blame(self, hop: str, traces: Sequence[Trace]) -> Estimate:
+        """:meth:`share_blaming` with Wilson's interval (a few dozen slow traces)."""
+        return share(sum(t.slowest_hop() == hop for t in traces), len(traces))
 
     def broken_links(self) -> int:
         """Spans, over all traces, not linked to the hop before them."""

@@ -23,6 +23,7 @@ from labsupport.consumer_backpressure import (
     paused_buffer_bound,
 )
 from labsupport.errors import BadParameter
+from labsupport.evidence import ratio
 
 
 @pytest.fixture
@@ -68,10 +69,14 @@ def test_unbounded_latency_diverges_and_bounded_stays_under_its_bound(lab):
     u, b = runs["unbounded"], runs["bounded"]
     assert len(u.shots) == len(b.shots) > 60
     assert u.rejection_share() == 0
-    assert u.admitted_p(50, last=True) > 3 * u.admitted_p(50, first=True)
-    assert u.admitted_p(50, last=True) == pytest.approx(u.theory_wait_ms(0.875 * 5), rel=0.25)
-    assert b.admitted_p(99) <= 1.5 * b.bound_ms()
-    assert b.rejection_share() == pytest.approx(b.predicted_rejection_share(), abs=0.1)
+    assert ratio(u.admitted_ms(last=True), u.admitted_ms(first=True)).low >= 3
+    assert u.admitted_p(50, last=True) == pytest.approx(
+        u.theory_wait_ms(0.875 * 5, u.served_rate()), rel=0.25)
+    assert 0.7 * u.capacity <= u.served_rate() <= 1.05 * u.capacity
+    bound = 1.5 * b.bound_ms() + b.stall_ms
+    assert b.slower_than(bound) == 0 and u.slower_than(bound) > len(u.admitted()) / 2
+    turned_away, predicted = b.rejection_estimate(), b.predicted_rejection_share()
+    assert predicted - 0.2 <= turned_away.low and turned_away.high <= predicted + 0.2
     assert b.retry_after_present() == 1.0
     assert b.peak_bytes() <= b.bytes_cap()
     assert u.peak_bytes() == pytest.approx(u.theory_peak_bytes(), rel=0.25)
@@ -122,7 +127,7 @@ def test_pausing_keeps_the_buffer_bounded_and_loses_nothing(lab, lab_broker):
     assert pause.max_buffer() <= paused_buffer_bound(exp.high)
     assert pause.pauses >= 1
     peak = keep.at_end_of_production()
-    assert peak.buffer >= 0.9 * peak.lag - 5
+    assert peak.buffer >= 0.6 * peak.lag
     paused_peak = pause.at_end_of_production()
     assert paused_peak.on_broker >= paused_peak.lag - paused_buffer_bound(exp.high)
     assert keep.max_buffer() > 3 * pause.max_buffer()

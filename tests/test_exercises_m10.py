@@ -30,15 +30,20 @@ def make_harden(mistake: str | None = None):
     def harden(checkout):
         if mistake == "unchanged":
             return
-        checkout.timeouts(payment_ms=100, inventory_ms=900 if mistake == "long timeout" else 130)
+        timeouts = {"long timeout": (130, 900), "no timeout": (None, 120)}
+        payment_ms, inventory_ms = timeouts.get(mistake, (130, 120))
+        checkout.timeouts(payment_ms=payment_ms, inventory_ms=inventory_ms)
         if mistake == "timeout only":
             return
-        checkout.retries(attempts=4 if mistake == "no backoff" else 2,
-                         backoff=None if mistake == "no backoff" else
-                         FullJitter(5, 30), idempotency_key=mistake != "no key")
-        if mistake != "no backoff":
-            reset = 10_000 if mistake == "never closes" else 0.4
-            checkout.breaker(AsyncPyBreaker(fail_max=4, reset_timeout_s=reset))
+        if mistake == "no retries":
+            checkout.retries(attempts=1, idempotency_key=True)
+        else:
+            checkout.retries(attempts=2, backoff=FullJitter(5, 30),
+                             idempotency_key=mistake != "no key")
+        if mistake != "no breaker":
+            reset = 10_000 if mistake == "never closes" else 0.6
+            fail_max = 50 if mistake == "late breaker" else 5   # 50: never opens in 3 s
+            checkout.breaker(AsyncPyBreaker(fail_max=fail_max, reset_timeout_s=reset))
 
         async def says_yes(order):
             return True
@@ -64,6 +69,9 @@ def test_the_worked_solution_passes(capsys):
     ok, out = verdict(solution_function(), capsys)
     assert ok, out
     assert out.startswith("Correct:")
+    for used in ("timeouts of 120 ms (payment) and 120 ms", "2 attempts (full jitter", "the same idempotency key",
+                 "the breaker (AsyncPyBreaker)", "the fallback (defer)"):
+        assert used in out, out
 
 
 def test_an_independent_correct_hardening_passes(capsys):
@@ -71,11 +79,29 @@ def test_an_independent_correct_hardening_passes(capsys):
     assert ok, out
 
 
+def test_the_praise_names_only_the_patterns_in_place():
+    from labsupport.checkout_sync import SyncCheckout
+    from labsupport.exercises.m10 import praise
+
+    bare = SyncCheckout.__new__(SyncCheckout)
+    bare.payment_timeout_ms = bare.inventory_timeout_ms = None
+    bare.attempts, bare.backoff, bare.idempotency_key = 1, None, False
+    bare._breaker = bare._fallback = None
+    text = praise(bare)
+    assert "breaker" not in text and "attempts" not in text and "timeouts" not in text
+    bare.attempts, bare.payment_timeout_ms, bare.inventory_timeout_ms = 3, 100, 120
+    text = praise(bare)
+    assert "3 attempts (no backoff, no idempotency key)" in text and "breaker" not in text
+
+
 MISTAKES = [
     ("unchanged", "the checkout is unchanged"),
     ("timeout only", "Timeouts alone make failures fast, not fewer"),
     ("no key", "charged twice: your retries (and the completer) send no idempotency key"),
-    ("no backoff", "your retries go out at once, with no backoff"),
+    ("no breaker", "it hung: a slow dependency is worse than a dead one"),
+    ("late breaker", "your breaker did not spare them"),
+    ("no retries", "you make one attempt only"),
+    ("no timeout", "without a timeout on every call"),
     ("pretend", "Your fallback answers yes without keeping the order"),
     ("never closes", "the breaker is still open"),
     ("long timeout", "longer than the p99 target"),

@@ -69,7 +69,7 @@ def test_merged_p99_is_close_and_averaged_is_far(lab):
     exact = percentile([ms for v in r.raw_ms.values() for ms in v], 99)
     assert r.exact_p99() == pytest.approx(exact)
     assert abs(r.merged_p99() - r.exact_p99()) <= r.width_at_exact_ms()
-    assert r.averaged_p99() >= 3 * r.exact_p99()
+    assert r.averaged_p99() - r.exact_p99() >= 200   # (800 - 40) / 2 in theory
     assert "average of the p99s" in r.table()
     exp.draw(Figure().add_subplot())
     with pytest.raises(BadParameter):
@@ -90,12 +90,14 @@ def test_spans_cross_real_http_hops_and_blame_the_slow_one(lab):
     assert len(traces) == 40 and all(len(t.hops) == 4 for t in traces)
     assert chain.broken_links() == 0
     slow = chain.slow_traces()
-    assert slow and chain.share_blaming("payment", slow) >= 0.8
+    assert slow and chain.blame("payment", slow).value >= 0.6
     assert {n: b[-1][1] for n, b in chain.histograms().items()} == {
         "gateway": 40, "orders": 40, "payment": 40, "inventory": 40}
     chain.set_slow("inventory", share=0.3)
     chain.run(requests=40)
-    assert chain.share_blaming("inventory", chain.slow_traces()) >= 0.8
+    slow = chain.slow_traces()
+    assert chain.blame("inventory", slow).value >= 0.6
+    assert chain.blame("payment", slow).value <= 0.4   # the control: payment is fast now
     figure = Figure()
     left, right = figure.subplots(1, 2)
     fast, slowest = chain.examples()

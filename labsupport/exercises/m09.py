@@ -15,8 +15,10 @@ The checker starts a real service (:data:`SERVICE`: 2 workers, 100 ms of work ea
 20 requests a second at most), puts a new ``Admission()`` in front of it and offers twice
 that (ρ = 2) for 3 model seconds, then a quarter of it (ρ = 0.5) for 3 s, Poisson arrivals.
 It measures what the clients saw: served p99, goodput, how fast rejections came, Retry-After,
-rejections at low load. Then a handler that fails 30 times in a row: afterwards the
-service must still serve (no slot leaked).
+rejections at low load. Then a handler that fails 30 times in a row, and 8 requests
+whose handler hangs until the server's request deadline cancels them (pending work after
+a timeout: ``asyncio.CancelledError`` is not an ``Exception``): afterwards the service
+must still serve and ``in_flight`` be back at 0 (no slot leaked).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from ..errors import LabError
 from ..latency import Constant
 from ..metrics import percentile
 from ..services import fetch
+from ..settings import to_wall
 from .m05 import _scratch_lab
 
 MODULE = "09"
@@ -64,6 +67,9 @@ SERVICE = ServiceSpec()
 OVERLOAD = (2 * SERVICE.capacity_per_s, 3.0)    # (requests per model s, model s): ρ = 2
 LOW_LOAD = (0.5 * SERVICE.capacity_per_s, 3.0)  # ρ = 0.5
 FAILURES = 30
+HUNG = 8
+DEADLINE_MS = 300.0
+"""The server's request deadline in the hang phase: it cancels the admission call."""
 _COUNTER = itertools.count(1)
 
 
@@ -81,6 +87,7 @@ class _Record:
     errors: list[tuple[BaseException, str]] = field(default_factory=list)
     not_responses: list[Any] = field(default_factory=list)
     fail: bool = False
+    hang: bool = False
 
 
 class _Harness:
@@ -96,6 +103,8 @@ class _Harness:
     async def _handler(self, request: web.Request) -> web.Response:
         if self.record.fail:
             raise DownstreamFailed("the database is down")
+        if self.record.hang:
+            await asyncio.sleep(to_wall(30.0))   # until the deadline cancels it
         await self.svc.work()
         self.record.handled += 1
         return web.json_response({"served": True})
@@ -106,7 +115,9 @@ class _Harness:
         self.record.inside += 1
         self.record.peak_inside = max(self.record.peak_inside, self.record.inside)
         try:
-            response = await self.admission(request, self._handler)
+            response = await self._admit(request)
+        except TimeoutError:
+            return web.json_response({"error": "request deadline passed"}, status=504)
         except DownstreamFailed:
             return web.json_response({"error": "downstream failed"}, status=500)
         except Exception as exc:  # the learner's code: reported as theirs
@@ -118,6 +129,22 @@ class _Harness:
             self.record.not_responses.append(response)
             return web.json_response({"error": "not a response"}, status=500)
         return response
+
+    async def _admit(self, request: web.Request) -> Any:
+        """The learner's admission call; in the hang phase under the server's deadline,
+        which cancels it (as a request-timeout middleware does)."""
+        call = self.admission(request, self._handler)
+        if not self.record.hang:
+            return await call
+        return await asyncio.wait_for(call, to_wall(DEADLINE_MS / 1000))
+
+    def at_once(self, n: int) -> list[int]:
+        async def calls() -> list[int]:
+            answers = await asyncio.gather(*(fetch(self.lab.session, self.svc.url + "work",
+                                                   None, "chk") for _ in range(n)))
+            return [a["status"] for a in answers]
+
+        return self.lab.run(calls(), timeout=60)
 
     def offer(self, phase: tuple[float, float], seed: int) -> list[Shot]:
         return self.lab.run(offered_load(self.lab.session, self.svc.url + "work", [phase],
@@ -171,8 +198,12 @@ class Outcome:
     def rejected(self, shots: list[Shot]) -> list[Shot]:
         return [s for s in shots if s.status in (429, 503)]
 
+    def served_ms(self) -> list[float]:
+        """What each request served under overload waited (model ms)."""
+        return [s.ms for s in self.served(self.overload)]
+
     def served_p99(self) -> float:
-        return percentile([s.ms for s in self.served(self.overload)], 99)
+        return percentile(self.served_ms(), 99)
 
     def rejected_p50(self) -> float:
         return percentile([s.ms for s in self.rejected(self.overload)], 50)
@@ -286,6 +317,30 @@ def _check_leak(lab: Any, make: Callable[[], Any]) -> None:
                      "still counts the failed requests as inside. Release the slot in a "
                      "`finally:` block so it is given back even when the handler raises.")
     _no_slot_left(h, f"{FAILURES} failed requests")
+    _check_cancelled(lab, make)
+
+
+def _check_cancelled(lab: Any, make: Callable[[], Any]) -> None:
+    """Requests cancelled by the server's deadline while inside must give their slot back."""
+    h = _Harness(lab, make)
+    try:
+        h.record.hang = True
+        h.at_once(HUNG)
+        h.record.hang = False
+        h.raise_learner_error()
+        after = h.one_by_one(5)
+        h.raise_learner_error()
+    finally:
+        h.close()
+    inside = getattr(h.admission, "in_flight", 0)
+    leaked = isinstance(inside, int) and not isinstance(inside, bool) and inside != 0
+    if leaked or any(s != 200 for s in after):
+        raise NotYet(f"{HUNG} requests hung until the server's {DEADLINE_MS:.0f} ms deadline "
+                     f"cancelled them; afterwards your in_flight was {inside} and the idle "
+                     f"service answered {after}. A cancelled request raises "
+                     "asyncio.CancelledError inside `await handler(request)`, and that is not "
+                     "an Exception: `except Exception:` does not see it. Give the slot back in "
+                     "a `finally:` block, which runs on every way out.")
 
 
 class _AdmissionStep(Step):

@@ -12,7 +12,7 @@ The check builds a fresh synchronous checkout on real services, calls your ``har
 and plays the bad day (:data:`SCENARIO`: inventory ten times slower, then payment down).
 Payment goes down the nasty way: it **hangs** (accepts the call, never answers) rather
 than refusing at once, so every call without a breaker waits out its whole timeout. Its
-gateway also has a tail on normal days: 20% of charges answer only after 250 ms. It
+gateway also has a tail on normal days: one charge in four answers only after 250 ms. It
 grades the scoreboard against :data:`TARGETS` and names the first problem it finds; the
 success message describes the policy you set, nothing more.
 """
@@ -40,12 +40,12 @@ class Targets:
     """What the hardened checkout must achieve on the bad day."""
 
     success: float = 0.97
-    p99_ms: float = 400.0
+    p99_ms: float = 600.0
     lost: int = 0
     charged_twice: int = 0
-    recover_s: float = 6.0
+    recover_s: float = 8.0
     payment_calls_per_order: float = 1.75
-    confirmed_at_once: float = 0.9
+    one_try_deferrals: int = 8
     hung_share: float = 0.5
 
     def describe(self) -> str:
@@ -54,17 +54,17 @@ class Targets:
                 f"customers charged twice; back to normal within {self.recover_s:g} s after the "
                 f"chaos (the synchronous path answers 200 again and every deferred order is "
                 f"confirmed); at most {self.payment_calls_per_order:g} calls to payment per "
-                f"order (no retry storm); away from the chaos at least "
-                f"{self.confirmed_at_once:.0%} of orders confirmed at once (200, not deferred); "
+                f"order (no retry storm); away from the chaos at most "
+                f"{self.one_try_deferrals} orders deferred after a single try at payment; "
                 f"while payment hangs, at most {self.hung_share:.0%} of customers wait out a "
                 "payment timeout")
 
 
 TARGETS = Targets()
-SCENARIO = ChaosSchedule(seconds=24.0, slow_factor=10.0, slow_s=(3.0, 6.0), crash_s=(8.0, 11.0))
+SCENARIO = ChaosSchedule(seconds=30.0, slow_factor=10.0, slow_s=(3.0, 6.0), crash_s=(8.0, 11.0))
 RATE = 8.0
-PAYMENT_WITH_TAIL = Spikes(Normal(30, 8), Constant(250), p=0.2)
-"""Payment's gateway in the check: usually about 30 ms, 20% of charges take 250 ms."""
+PAYMENT_WITH_TAIL = Spikes(Normal(30, 8), Constant(250), p=0.25)
+"""Payment's gateway in the check: usually about 30 ms, one charge in four takes 250 ms."""
 AWAY_S = 2.0
 """Orders sent this long before the chaos or after it count as "away from the chaos"."""
 
@@ -135,10 +135,12 @@ def away_from_chaos(board: Scoreboard) -> list[Sent]:
     return [s for s in board.sent if s.t < start - AWAY_S or s.t >= end + AWAY_S]
 
 
-def confirmed_at_once(board: Scoreboard) -> float:
-    """Share of the orders away from the chaos answered 200 (confirmed, not deferred)."""
-    away = away_from_chaos(board)
-    return sum(s.status == 200 for s in away) / len(away) if away else math.nan
+def one_try_deferrals(run: CheckRun) -> int:
+    """Orders away from the chaos deferred (202) after exactly one payment call: one slow
+    answer from the gateway's everyday tail, and no second try. (Orders the breaker
+    refused made no call; a load-slowed first try followed by a retry made two.)"""
+    return sum(s.status == 202 and run.checkout.tries.get(s.order_id, 0) == 1
+               for s in away_from_chaos(run.board))
 
 
 def hung_share(run: CheckRun) -> float:
@@ -168,8 +170,11 @@ def diagnose(run: CheckRun) -> None:
                "slow. Pass idempotency_key=True to checkout.retries(...)"
                if not c.idempotency_key else "a retry charged again")
         raise NotYet(f"{b.double_charged} customers were charged twice: {why}. {score}")
+    if c._fallback is not None and b.p(99) > t.p99_ms:
+        _untimed(run, score)   # a call with no timeout also keeps the completer waiting
     protected = c._fallback is not None and c.payment_timeout_ms is not None
     if protected:
+        _tail(run)   # deferring the everyday tail fills the completer's backlog
         _hung(run)   # the root cause of slow answers and of a slow recovery
     if b.recover_s > t.recover_s:
         state = getattr(c._breaker, "state", "closed")
@@ -179,8 +184,6 @@ def diagnose(run: CheckRun) -> None:
                          "deferred instead of confirmed. A breaker must close again: give it a "
                          "reset timeout of about a second (model time), so a trial call finds "
                          f"payment healthy. {score}")
-        if protected:
-            _tail(run)   # deferring the gateway's everyday tail keeps the completer busy
         raise NotYet(f"the checkout took {b.recover_s:.1f} s after the chaos to be normal again "
                      f"(target {t.recover_s:g} s). {score}")
     if b.success_rate < t.success:
@@ -199,10 +202,7 @@ def diagnose(run: CheckRun) -> None:
         raise NotYet(f"only {b.success_rate:.1%} of customers heard yes (target "
                      f"{t.success:.0%}): your fallback turned customers away. {score}")
     if b.p(99) > t.p99_ms:
-        if c.payment_timeout_ms is None or c.inventory_timeout_ms is None:
-            raise NotYet(f"p99 was {b.p(99):.0f} ms (target {t.p99_ms:g}): without a timeout on "
-                         "every call, customers wait for slow inventory (or a slow charge). "
-                         f"Set both timeouts. {score}")
+        _untimed(run, score)
         raise NotYet(f"p99 was {b.p(99):.0f} ms (target {t.p99_ms:g}). The worst case of your "
                      f"policy is {c.worst_case_ms():.0f} ms (attempts x payment timeout + "
                      "backoff + inventory timeout): shorten the timeouts or use fewer attempts. "
@@ -218,6 +218,15 @@ def diagnose(run: CheckRun) -> None:
                      f"breaker in front so calls stop until it recovers. {score}")
     _hung(run)
     _tail(run)
+
+
+def _untimed(run: CheckRun, score: str) -> None:
+    """A call without a timeout waits as long as its dependency does."""
+    c, b = run.checkout, run.board
+    if c.payment_timeout_ms is None or c.inventory_timeout_ms is None:
+        raise NotYet(f"p99 was {b.p(99):.0f} ms (target {TARGETS.p99_ms:g}): without a timeout "
+                     "on every call, customers wait for slow inventory, or for as long as "
+                     f"payment hangs. Set both timeouts. {score}")
 
 
 def _hung(run: CheckRun) -> None:
@@ -242,18 +251,15 @@ def _hung(run: CheckRun) -> None:
 
 def _tail(run: CheckRun) -> None:
     """On a normal day a retry rides out the gateway's slow tail."""
-    c, share = run.checkout, confirmed_at_once(run.board)
-    if not share < TARGETS.confirmed_at_once:
+    c, count = run.checkout, one_try_deferrals(run)
+    if count <= TARGETS.one_try_deferrals:
         return
-    why = ("you make one attempt only (no checkout.retries(...)), so the 20% of charges that "
-           "are slow run into the timeout and the order is deferred. One more try, with a "
-           "short backoff and the same idempotency key, almost always finds a fast answer"
-           if c.attempts == 1 else
-           f"your {c.attempts} attempts still ran into the gateway's slow tail: is your "
-           "payment timeout shorter than a normal charge (about 30 ms, plus the network)?")
-    raise NotYet(f"away from the chaos only {share:.0%} of orders were confirmed at once "
-                 f"(target at least {TARGETS.confirmed_at_once:.0%}); the others were "
-                 f"deferred although nothing was broken: {why}.")
+    why = ("you make one attempt only (no checkout.retries(...)). One more try, with a short "
+           "backoff and the same idempotency key, almost always finds a fast answer"
+           if c.attempts == 1 else "a first try failed and no second one followed")
+    raise NotYet(f"away from the chaos {count} orders were deferred after a single slow "
+                 f"answer from payment (target at most {TARGETS.one_try_deferrals}), although "
+                 f"nothing was broken: one charge in four is slow on a normal day, and {why}.")
 
 
 def praise(checkout: SyncCheckout) -> str:
@@ -317,7 +323,7 @@ q1 = _HardenQuestion(
     steps=[_HardenStep()],
     hints=[
         "Four problems, four patterns. Slow inventory: a timeout per call (module 02). A "
-        "gateway that is often slow (one charge in five): a retry, with backoff (module 03) "
+        "gateway that is often slow (one charge in four): a retry, with backoff (module 03) "
         "and the same idempotency key on every try (module 06). Payment hanging: a circuit "
         "breaker (module 04), or every customer waits out the timeout. Customers still need "
         "an answer when a step fails: a fallback that keeps the order and finishes it later "
@@ -328,8 +334,8 @@ q1 = _HardenQuestion(
         "reset_timeout_s=...)); checkout.fallback(checkout.defer).",
         "The breaker's reset timeout decides how soon the synchronous path comes back after "
         "payment does: about half a second (model time) recovers well within the target. "
-        "Keep attempts x payment timeout + backoff cap + inventory timeout at or under the "
-        "p99 target.",
+        "Keep attempts x payment timeout + backoff cap + inventory timeout well under the "
+        "p99 target: the network and the fallback's publish add their own milliseconds.",
     ],
 )
 
