@@ -44,6 +44,7 @@ from .metrics import Recorder, percentile
 from .request_reply import RequestReply
 from .services import fetch
 from .settings import to_model, to_wall
+from .waiting import wait_until
 
 DESIGNS = ("sync", "async", "rr")
 LABELS = {"sync": "synchronous chain", "async": "publish + 202", "rr": "request-reply over Kafka"}
@@ -256,11 +257,8 @@ class OrderSystem:
         self.idempotent = idempotent
         try:
             self.publisher.send(self.topic, self.sent[oid], key=oid).result(10)
-            deadline = time.monotonic() + timeout_s
-            while self.finished.get(oid, 0) <= before:
-                require(time.monotonic() < deadline, f"the re-delivered order {oid} was not "
-                        f"handled within {timeout_s:g} s.", "check system.consumers")
-                time.sleep(0.01)
+            wait_until(lambda: self.finished.get(oid, 0) > before, timeout_s, interval=0.01,
+                       what=f"the re-delivered order {oid} to be handled")
         finally:
             self.idempotent = True
         return len(self.charges.get(oid, []))
@@ -283,10 +281,9 @@ class OrderSystem:
         for i, worker in enumerate(self.consumers):
             worker.stop()
             rest = self.consumers[i + 1:]
-            deadline = time.monotonic() + settle_s
-            while rest and sum(len(w.assignment) for w in rest) < self.partitions and \
-                    time.monotonic() < deadline:
-                time.sleep(0.02)
+            if rest:
+                wait_until(lambda rest=rest: sum(len(w.assignment) for w in rest)
+                           >= self.partitions, settle_s)
 
     def close(self) -> None:
         """Stop every consumer, responder and listener at once (end of the experiment;
@@ -303,11 +300,8 @@ class OrderSystem:
         """Wait until every consumer and responder has its partitions."""
         for worker in [*self.consumers, *self.rr.workers]:
             worker.wait_assigned(timeout)
-        deadline = time.monotonic() + timeout
-        while sum(len(w.assignment) for w in self.consumers) < self.partitions:
-            require(time.monotonic() < deadline, "the fulfilment group never covered every "
-                    "partition.", "check the broker: python -m labsupport broker status")
-            time.sleep(0.05)
+        wait_until(lambda: sum(len(w.assignment) for w in self.consumers) >= self.partitions,
+                   timeout, interval=0.05, what="the fulfilment group to cover every partition")
         return self
 
     # ----- what the table says ---------------------------------------------------------------
@@ -327,12 +321,7 @@ class OrderSystem:
 
     def wait_done(self, ids: list[str], timeout_s: float = 20.0) -> bool:
         """Wait (wall seconds) until every order in ``ids`` is done; True if they all are."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.done_count(ids) == len(ids):
-                return True
-            time.sleep(0.01)
-        return False
+        return wait_until(lambda: self.done_count(ids) == len(ids), timeout_s, interval=0.01)
 
     def call(self, design: str, body: dict[str, Any] | None = None) -> Response:
         """One order through ``design`` (``sync``, ``async`` or ``rr``), from a user."""
@@ -750,13 +739,13 @@ class Burst:
         self._ids, self._lag = [], LagSeries(self._waiting)
         future = system.lab.submit(place_orders(system.lab, system.orders.url + "async",
                                                 [0.0] * orders, recorder))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def drained() -> bool:
             if future.done() and not self._ids:
                 self._ids = ids_of(future.result())
-            if self._lag.sample() == 0 and self._ids:
-                break
-            time.sleep(0.02)
+            return self._lag.sample() == 0 and bool(self._ids)
+
+        wait_until(drained, 30)
         if len(self._ids) != orders or not system.wait_done(self._ids, 1):
             raise LabError(f"the burst did not drain: {self._waiting()} orders still waiting.",
                            "check the consumers: system.consumers")
@@ -877,9 +866,7 @@ class Outage:
         broker_lag = system.lab.bus.lag(system.topic, system.group)
         marks = {"stopped": 0.0, "restarted": lag.points[-1][0]}
         system.start_consumers(len(system.consumers) or 1)
-        deadline = time.monotonic() + 20
-        while lag.sample() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: lag.sample() == 0, 20)
         marks["drained"] = lag.points[-1][0]
         ids = up_ids + down_ids
         charged = system.charged(ids)   # before the re-deliveries below

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from .evidence import Estimate, mean, quantile
 from .metrics import percentile
 from .services import fetch
 from .settings import to_wall
+from .waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,8 @@ class CallbackRace:
         polled = self.system.lab.run(everyone(), timeout=60)
         self.system.wait_done([oid for oid, _, _ in polled], 5)
         done = {r.id: r.done_ms for r in self.system.rows([oid for oid, _, _ in polled])}
-        deadline = now_ms() + 2000
-        while any(oid not in self.hooks for oid, _, _ in polled) and now_ms() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: all(oid in self.hooks for oid, _, _ in polled), to_wall(2.0),
+                   interval=0.01)   # the last callbacks may still be on their way
         self.results = [Learned(oid, done[oid] or 0.0, t, polls,
                                 min(self.hooks.get(oid, [float("nan")])),
                                 len(self.hooks.get(oid, [])))

@@ -24,6 +24,7 @@ from .delivery import read_topic
 from .errors import LabError, require
 from .messaging import Event
 from .settings import to_wall
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -204,10 +205,8 @@ class PoisonExperiment:
                                       attempts=self.attempts)
         workers = {"plain": bus.worker(topic, "ledger-plain", make("plain"), name="plain"),
                    "dead-letter": bus.worker(topic, "ledger-dlq", wrapped, name="dead-letter")}
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and (workers["plain"].running or
-                                               workers["dead-letter"].processed < self.messages):
-            time.sleep(0.02)
+        wait_until(lambda: not workers["plain"].running
+                   and workers["dead-letter"].processed >= self.messages, timeout_s)
         for worker in workers.values():
             worker.stop(raise_error=False)
         if workers["dead-letter"].processed < self.messages:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .broker.kind import LABELS, identity
 from .crash_consumer import CRASH_EXIT_CODE, CRASH_POINTS, STRATEGIES, consume, create_tables
 from .errors import LabError, require
 from .messaging import Event, to_event
@@ -393,21 +394,6 @@ def defaults_table() -> str:
                      for name, value, meaning in LIBRDKAFKA_DEFAULTS)
 
 
-def broker_kind() -> str:
-    """``"embedded"``, ``"container"`` or ``"env"`` (see ``broker.status()``)."""
-    from . import broker
-
-    record, _ = broker.status()
-    return record.kind if record is not None else "embedded"
-
-
-def broker_words(kind: str | None = None) -> str:
-    """The broker a figure came from, in words."""
-    kind = kind or broker_kind()
-    return {"embedded": "the embedded broker (Tansu, in memory)",
-            "container": "the Apache Kafka container"}.get(kind, "your own Kafka cluster")
-
-
 CONTAINER_ONLY = (
     "durability: a Kafka broker keeps topics, messages and committed offsets across a "
     "restart (the embedded broker forgets them all)",
@@ -418,15 +404,16 @@ CONTAINER_ONLY = (
 
 
 def container_note(kind: str | None = None) -> str:
-    """What this broker can and cannot show of this module, as a visible note."""
-    kind = kind or broker_kind()
+    """What this broker (``kind``, by default ``identity().kind``) can and cannot show of
+    this module, as a visible note."""
+    kind = kind or identity().kind
     if kind == "embedded":
         return ("You are on the embedded broker. Everything measured above runs the same on "
                 "Apache Kafka. Only the Kafka container shows faithfully:\n  - "
                 + "\n  - ".join(CONTAINER_ONLY)
                 + "\nThose steps are skipped here: start the container (make lab with Docker, "
                 "see infra/docker-compose.yml) to try them.")
-    return (f"You are on {broker_words(kind)}: durability across broker restarts, "
+    return (f"You are on {LABELS.get(kind, kind)}: durability across broker restarts, "
             "read_committed and compaction behave as in production. Try it: restart the "
             "broker between the crash and the restart cells, and the committed offsets "
             "are still there.")

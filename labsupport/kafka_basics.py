@@ -21,30 +21,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import broker
+from .broker import identity
 from .dashboard import PALETTE, Dashboard, set_controls
 from .errors import require
 from .lab import Lab
 from .messaging import Delivery, Event, Publisher
 from .settings import to_model
+from .waiting import wait_until
 
 
 def broker_kind() -> str:
-    """``"embedded"``, ``"container"`` or ``"env"``: which broker the lab uses now."""
-    record, _ = broker.status()
-    return record.kind if record is not None else "none"
-
-
-def on_container() -> bool:
-    """True on the Apache Kafka container (the steps that need real Kafka run only there)."""
-    return broker_kind() == "container"
+    """``identity().kind`` (kept for module 09, which imports it from here)."""
+    return identity().kind
 
 
 def broker_label() -> str:
-    """The broker in words, to print beside every latency figure it produced."""
-    return {"embedded": "embedded broker (Tansu; fetches wait up to fetch.wait.max.ms)",
-            "container": "Apache Kafka container",
-            "env": "your Kafka (KAFKA_BOOTSTRAP_SERVERS)"}.get(broker_kind(), "no broker")
+    """``identity().label`` without its leading "the" (kept for module 09, which prints
+    "the {broker_label()}")."""
+    return identity().label.removeprefix("the ")
 
 
 def customer_keys(customers: int, orders: int) -> list[str]:
@@ -210,13 +204,9 @@ class GroupsDemo:
         After :meth:`stop` (a cell run again), new members join a new topic first."""
         if self.stopped:
             self._start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            for worker in self.members.values():
-                worker.wait_assigned(max(0.1, deadline - time.monotonic()))
-            if self._settled():
-                return
-            time.sleep(0.05)
+        for worker in self.members.values():
+            worker.wait_assigned(15)
+        wait_until(self._settled, 15, interval=0.05)
 
     def _settled(self) -> bool:
         billing = [p for n in ("billing-1", "billing-2") for p in self.owned(n)]
@@ -230,10 +220,8 @@ class GroupsDemo:
     def publish(self, keys: Sequence[str]) -> list[Delivery]:
         """Publish one order per key and wait until both groups have processed all of them."""
         deliveries = publish_orders(self.lab.bus.publisher(), self.topic, keys)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (self.processed("billing") < len(keys)
-                                               or self.processed("analytics") < len(keys)):
-            time.sleep(0.02)
+        wait_until(lambda: min(self.processed("billing"), self.processed("analytics"))
+                   >= len(keys), 10)
         return deliveries
 
     def processed(self, group: str) -> int:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
 from .messaging import Event
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -184,14 +185,12 @@ class RebalanceExperiment:
             rec.samples.append((clock(), {n: sorted(p for _, p in w.assignment)
                                           for n, w in workers.items() if w.running}))
 
-        def wait_until(condition: Any, what: str, timeout_s: float = 15.0) -> None:
-            deadline = time.monotonic() + timeout_s
-            while not condition():
+        def settle(condition: Any, what: str, timeout_s: float = 15.0) -> None:
+            def sampled() -> bool:   # sample the assignment on every look
                 sample()
-                if time.monotonic() > deadline:
-                    raise LabError(f"The group did not {what} within {timeout_s:g} s.",
-                                   "check the broker: python -m labsupport broker status")
-                time.sleep(0.05)
+                return condition()
+
+            wait_until(sampled, timeout_s, interval=0.05, what=f"the group to {what}")
 
         def owned(*names: str) -> bool:
             parts = [p for n in names for _, p in workers[n].assignment]
@@ -208,19 +207,19 @@ class RebalanceExperiment:
             sender.start()
             rec.marks.append((clock(), "A starts"))
             workers["A"] = bus.worker(topic, "shipping", handler_for("A"), name="A")
-            wait_until(lambda: owned("A"), "give A its partitions")
+            settle(lambda: owned("A"), "give A its partitions")
             pause(self.settle_s)
             rec.marks.append((clock(), "B joins"))
             workers["B"] = bus.worker(topic, "shipping", handler_for("B"), name="B")
-            wait_until(lambda: owned("A", "B"), "share the partitions between A and B")
+            settle(lambda: owned("A", "B"), "share the partitions between A and B")
             pause(self.settle_s)
             rec.marks.append((clock(), "A leaves"))
             workers["A"].stop()
-            wait_until(lambda: owned("B"), "move A's partitions to B")
+            settle(lambda: owned("B"), "move A's partitions to B")
             pause(self.settle_s)
             stop_sending.set()
             sender.join(10)
-            wait_until(lambda: self.record.distinct >= self.record.sent, "process every message")
+            settle(lambda: self.record.distinct >= self.record.sent, "process every message")
             rec.marks.append((clock(), "all processed"))
         finally:
             stop_sending.set()

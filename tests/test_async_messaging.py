@@ -26,7 +26,6 @@ from labsupport.kafka_basics import (
     Placement,
     broker_label,
     customer_keys,
-    on_container,
 )
 from labsupport.messaging import Delivery
 
@@ -92,9 +91,11 @@ def test_lag_series_records_points():
     draws(series.draw)
 
 
-def test_the_broker_is_named():
-    assert broker_label() != "no broker"
-    assert on_container() in (True, False)
+def test_the_broker_is_named_from_the_one_identity():
+    from labsupport.broker import identity
+
+    assert broker_label() == identity().label.removeprefix("the ")
+    assert not broker_label().startswith("the ")
 
 
 # ----- on the broker ---------------------------------------------------------------------------------
@@ -222,3 +223,36 @@ def test_bad_parameters_name_the_fix(system):
         ThreeWays(system).run(rate=100)
     with pytest.raises(LabError):
         system.start_consumers(0)
+
+
+# ----- the hybrid: answer now, publish the follow-up ---------------------------------------------
+def test_the_hybrid_counts_what_each_design_does_when_the_broker_is_down(system):
+    from labsupport.hybrid import HybridExperiment
+
+    hybrid = HybridExperiment(system.lab, sync_ms=20, buffer=4)
+    try:
+        up, down = hybrid.run("up", rate=20, orders=10), hybrid.run("down", rate=40, orders=12)
+        assert up.counts["forget"].on_broker == up.counts["ack"].on_broker == 10
+        assert up.counts["forget"].dropped == 0 and up.counts["sync"].produced == 0
+        # librdkafka's bound: the first 4 wait in the queue, every later one is refused at once
+        assert down.counts["forget"].dropped == hybrid.dropped_predicted(12) == 8
+        assert down.counts["forget"].failed == 4 and down.counts["ack"].failed == 12
+        assert down.counts["ack"].on_broker == down.counts["forget"].on_broker == 0
+        assert min(down.ms["ack"]) >= down.timeout_ms          # every ack user waited it out
+        assert max(down.ms["forget"]) < down.timeout_ms / 4    # nobody waited for the broker
+        assert "down" in hybrid.table() and "forget" in hybrid.table()
+        draws(hybrid.draw)
+    finally:
+        hybrid.close()
+    assert "checkout" not in system.lab.services
+
+
+def test_the_hybrid_rejects_unknown_conditions(system):
+    from labsupport.hybrid import HybridExperiment
+
+    hybrid = HybridExperiment(system.lab)
+    try:
+        with pytest.raises(BadParameter, match="condition"):
+            hybrid.run("flaky")
+    finally:
+        hybrid.close()

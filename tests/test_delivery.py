@@ -135,6 +135,7 @@ def test_the_notes_name_the_broker():
     assert "read_committed" in container_note("embedded")
     assert "skipped here" in container_note("embedded")
     assert "restart the broker" in container_note("container")
+    assert "Apache Kafka container" in container_note("container")
     assert "enable.auto.offset.store" in defaults_table()
 
 

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 
 from labsupport.exercises import declared_questions
-from labsupport.exercises.m05 import Handlers, q1, shop
+from labsupport.exercises.m05 import BURST_CASE, LAG_RUN, Handlers, q1, q2, q3, shop
 from labsupport.exercises_build import solution_source
 
 pytestmark = pytest.mark.usefixtures("isolated_progress", "lab_broker", "checker_time_scale")
@@ -43,6 +43,9 @@ def handlers(mistake: str | None = None) -> Handlers:
             shop.publish(topic, order, key=key).close()
         else:
             await shop.publish(topic, order, key=key)
+        if mistake == "waits besides":   # e.g. a sleep "to let the consumer start"
+            from labsupport.settings import to_wall
+            await asyncio.sleep(to_wall(0.2))
         body = {"accepted": True} if mistake == "no id" else {"order_id": oid}
         return web.json_response(body, status=200 if mistake == "200" else 202)
 
@@ -77,9 +80,9 @@ def handlers(mistake: str | None = None) -> Handlers:
     return Handlers(place_order, fulfil, order_status)
 
 
-def test_the_module_declares_q1():
-    assert declared_questions()["05"] == ["q1"]
-    assert len(q1.hints) == 3
+def test_the_module_declares_its_three_questions():
+    assert declared_questions()["05"] == ["q1", "q2", "q3"]
+    assert all(len(q.hints) == 3 for q in (q1, q2, q3))
     assert "BEGIN SOLUTION" not in q1._solution
 
 
@@ -111,6 +114,7 @@ def test_an_independent_correct_answer_passes(capsys):
     ("no ack wait", "before the broker acknowledged"),
     ("no ack wait, acks land first", "before the broker acknowledged"),
     ("not awaited", "without publishing anything"),
+    ("waits besides", "waiting for something besides the publish"),
     ("not idempotent", "fulfil paid for it twice"),
     ("by offset", "fulfil paid for it twice"),
     ("done first", "before shop.pay and shop.reserve had finished"),
@@ -181,3 +185,77 @@ def test_shop_outside_a_check_says_how_to_use_it():
 
     with pytest.raises(LabError, match="only while q1.check"):
         shop.new_order_id()
+
+
+# ----- q2: predict a burst's drain time ---------------------------------------------------------
+def solution_value(question, name):
+    namespace: dict = {}
+    exec("from labsupport.exercises.m05 import BURST_CASE, LAG_RUN\n" + question._solution,
+         namespace)
+    return namespace[name]
+
+
+def simulated_drain_ms() -> float:
+    """Another correct method: step the three consumers through their partitions."""
+    free = {}
+    for p, count in enumerate(BURST_CASE.per_partition):
+        owner = next(i for i, held in enumerate(BURST_CASE.owners) if p in held)
+        for _ in range(count):
+            free[owner] = free.get(owner, 0.0) + BURST_CASE.per_order_ms
+    return max(free.values())
+
+
+def test_q2_the_formula_and_a_simulation_both_pass(capsys):
+    assert q2.check(solution_value(q2, "burst_drain_ms")), capsys.readouterr().out
+    assert q2.check(simulated_drain_ms()), capsys.readouterr().out
+    assert q2.check(3.25 * 1000 + 40)   # a pickup time added is within the tolerance
+    assert "13 orders" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (9 * 250, "busiest PARTITION"),
+    (36 / 3 * 250, "evenly over the consumers"),
+    (36 / 6 * 250, "evenly over the partitions"),
+    (36 * 250, "as if one consumer did them all"),
+    (3.25, "looks like seconds"),
+    (250, "one order's work"),
+    (5000, "too high"),
+])
+def test_q2_each_wrong_prediction_gets_its_own_message(wrong, words, capsys):
+    assert not q2.check(wrong)
+    assert words in capsys.readouterr().out
+
+
+# ----- q3: diagnose a lag table -----------------------------------------------------------------
+def test_q3_the_worked_diagnosis_passes_and_matches_the_runs_construction(capsys):
+    answer = solution_value(q3, "lag_diagnosis")
+    assert answer == LAG_RUN.truth()
+    assert q3.check(answer)
+    out = capsys.readouterr().out
+    assert "overloaded partition" in out and "its consumer stopped" in out
+
+
+def test_q3_the_table_shows_the_symptoms_it_is_built_from():
+    plans = {p.partition: p for p in LAG_RUN.plans}
+    last = LAG_RUN.looks[-1]
+    lags = {n: LAG_RUN.row(p, last)[0] - LAG_RUN.row(p, last)[1] for n, p in plans.items()}
+    assert max(lags, key=lags.get) == LAG_RUN.truth()["stuck"]   # the biggest lag is NOT hot
+    writes = {n: LAG_RUN.rates(p)[0] for n, p in plans.items()}
+    assert max(writes, key=writes.get) == LAG_RUN.truth()["hot"]
+    stuck = plans[LAG_RUN.truth()["stuck"]]
+    frozen = {LAG_RUN.row(stuck, t)[1] for t in LAG_RUN.looks[3:]}
+    assert len(frozen) == 1 and "partition 2" in LAG_RUN.table()   # committed stops moving
+
+
+@pytest.mark.parametrize("answer, words", [
+    ({"hot": 2, "stuck": 1}, "its consumer stopped, the keys did not overload it"),
+    ({"hot": 3, "stuck": 2}, "healthy"),
+    ({"hot": 1, "stuck": 0}, "healthy"),
+    ({"hot": 1, "stuck": 1}, "for both"),
+    ({"hot": 1, "stuck": 7}, "not a partition of the table"),
+    ({"hot": "p1", "stuck": 2}, "not a partition of the table"),
+    ({"hot": 1}, "a dict with two keys"),
+])
+def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
+    assert not q3.check(answer)
+    assert words in capsys.readouterr().out

@@ -7,7 +7,16 @@ import re
 import pytest
 
 from labsupport.exercises import declared_questions
-from labsupport.exercises.m06 import MAX_ATTEMPTS, apply_payment, payments_stream, q1
+from labsupport.exercises.m06 import (
+    CONSUMER_LOG,
+    CRASH_CASES,
+    MAX_ATTEMPTS,
+    apply_payment,
+    payments_stream,
+    q1,
+    q2,
+    q3,
+)
 from labsupport.exercises_build import solution_source
 
 pytestmark = pytest.mark.usefixtures("isolated_progress")
@@ -94,8 +103,9 @@ def make_handle(mistake: str | None = None):
     return handle
 
 
-def test_the_module_declares_q1():
-    assert declared_questions()["06"] == ["q1"]
+def test_the_module_declares_its_three_questions():
+    assert declared_questions()["06"] == ["q1", "q2", "q3"]
+    assert len(q2.hints) == len(q3.hints) == 3
     assert q1.name == "handle" and len(q1.hints) == 3
     assert "def handle" in solution_source("06", "handle")
     assert "BEGIN SOLUTION" not in q1._solution
@@ -331,3 +341,81 @@ def test_the_stream_has_the_cases_the_checker_claims():
     assert len(set(p7)) == 2            # re-published: new offset
     p6 = [e.offset for e in events if e.value["id"] == "p-6-x"]
     assert len(set(p6)) == 1            # redelivered: same offset
+
+
+# ----- q2: predict what a crash loses or repeats ----------------------------------------------------
+def solution_value(question, name):
+    namespace: dict = {}
+    exec(question._solution, namespace)
+    return namespace[name]
+
+
+def test_q2_the_worked_prediction_passes_and_lists_accepted(capsys):
+    answer = solution_value(q2, "crash_outcomes")
+    assert q2.check(answer), capsys.readouterr().out
+    assert q2.check({k: list(v) for k, v in answer.items()})
+    assert "decides" in capsys.readouterr().out
+
+
+def test_q2_the_replay_follows_the_commit_rules():
+    # independent of the replay: committed offset at the crash, from the rules by hand
+    assert CRASH_CASES["A"].run()[1] == 4 and CRASH_CASES["B"].run()[1] == 8
+    assert CRASH_CASES["C"].run()[1] == 6
+    assert [c.outcome() for c in CRASH_CASES.values()] == [(0, 3), (2, 0), (0, 0)]
+
+
+GOOD = {"A": (0, 3), "B": (2, 0), "C": (0, 0)}
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"A": (0, 1)}, "not only offset 6. The restart begins at the last COMMIT"),
+    ({"A": (0, 4)}, "one too many. A committed offset is the NEXT offset"),
+    ({"A": (1, 3)}, "commits only after processing: a crash can only make"),
+    ({"B": (1, 0)}, "The commit covered the whole batch, up to offset 7"),
+    ({"B": (0, 2)}, "you swapped lost and duplicated"),
+    ({"B": (2, 1)}, "commits before it processes"),
+    ({"C": (0, 1)}, "died BEFORE processing offset 6"),
+    ({"C": (0, 2)}, "died BEFORE processing offset 6"),
+    ({"C": 0}, "pair of whole numbers"),
+])
+def test_q2_each_wrong_prediction_gets_its_own_message(change, words, capsys):
+    assert not q2.check({**GOOD, **change})
+    assert words in capsys.readouterr().out
+
+
+def test_q2_wrong_shape(capsys):
+    assert not q2.check({"A": (0, 3)})
+    assert "a dict" in capsys.readouterr().out
+
+
+# ----- q3: diagnose a consumer log ---------------------------------------------------------------------
+def test_q3_the_worked_diagnosis_passes_and_matches_the_log(capsys):
+    answer = solution_value(q3, "log_diagnosis")
+    assert {k: set(v) for k, v in answer.items()} == CONSUMER_LOG.truth()
+    assert q3.check(answer), capsys.readouterr().out
+    assert q3.check({"lost": [[1, 5]], "duplicated": ((2, 4), (2, 3))})
+
+
+def test_q3_the_log_shows_the_bug_it_is_built_from():
+    lines = CONSUMER_LOG.lines()
+    crash = next(i for i, line in enumerate(lines) if "CRASH" in line[3])
+    assert lines[crash - 1] == ("worker-1", 1, 6, "committed")   # committed past offset 5 first
+    assert CONSUMER_LOG.times_processed(0, 2) == 1                 # the failed try is not counted
+    assert "failed (database locked)" in CONSUMER_LOG.text()
+
+
+@pytest.mark.parametrize("answer, words", [
+    ({"lost": [(1, 6)], "duplicated": [(2, 3), (2, 4)]}, "the NEXT one to read"),
+    ({"lost": [(1, 5)], "duplicated": [(2, 3), (2, 4), (0, 2)]}, "rolled back wrote nothing"),
+    ({"lost": [(1, 5)], "duplicated": [(1, 5)]}, "p1 offset 5 was processed 0 times"),
+    ({"lost": [(2, 3), (2, 4)], "duplicated": []}, "p2 offset 3 was processed 2 times"),
+    ({"lost": [(1, 5)], "duplicated": []}, "processed twice; 2 more, on p2"),
+    ({"lost": [(1, 5)], "duplicated": [(2, 3)]}, "1 more"),
+    ({"lost": [], "duplicated": [(2, 3), (2, 4)]}, "you found 0 of the messages lost"),
+    ({"lost": [(1, 9)], "duplicated": []}, "no p1 offset 9"),
+    ({"lost": (1, 5), "duplicated": []}, "list of (partition, offset) pairs"),
+    ({"lost": [(1, 5)]}, "a dict"),
+])
+def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
+    assert not q3.check(answer)
+    assert words in capsys.readouterr().out

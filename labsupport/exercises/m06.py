@@ -1,8 +1,13 @@
-"""Module 06 · Delivery semantics: the exercise question.
+"""Module 06 · Delivery semantics: the exercise questions.
 
 ::
 
-    from labsupport.exercises.m06 import q1, MAX_ATTEMPTS, apply_payment
+    from labsupport.exercises.m06 import q1, q2, q3, MAX_ATTEMPTS, apply_payment
+
+* ``q2``: a dict ``crash_outcomes``: predict (lost, duplicated) for three commit strategies
+  and crash points (:data:`CRASH_CASES`, replayed message by message to check).
+* ``q3``: a dict ``log_diagnosis``: read a two-worker consumer log (:data:`CONSUMER_LOG`)
+  and list the messages lost and processed twice.
 
 * ``q1``: a function ``handle(event, store, dlq)``, an idempotent consumer with a
   dead-letter queue for payments. ``event`` is a :class:`~labsupport.messaging.Event`
@@ -58,8 +63,9 @@ POISON = 4                 # p-4: amount "lots", can never be applied
 RESTART_TARGET = 20        # p-20: applied, then delivered again to a restarted process
 CRASH_TARGETS = 30         # p-31, p-32, ...: one fresh payment per crash run
 
-__all__ = ["q1", "QUESTIONS", "MAX_ATTEMPTS", "apply_payment", "prepare_payments", "HEADERS",
-           "payments_stream", "CheckStore", "RecordingDLQ"]
+__all__ = ["q1", "q2", "q3", "QUESTIONS", "MAX_ATTEMPTS", "apply_payment", "prepare_payments",
+           "HEADERS", "payments_stream", "CheckStore", "RecordingDLQ", "CRASH_CASES", "CrashCase",
+           "CONSUMER_LOG", "ConsumerLog", "LogPlan"]
 
 
 class Crash(BaseException):
@@ -672,7 +678,6 @@ q1 = _HandleQuestion(
     success="",   # built from what the handle did: _HandleStep.said()
 )
 
-QUESTIONS = [q1]
 
 
 # ----- the learner's handle on the real broker (the solution notebook) ---------------------------
@@ -738,3 +743,297 @@ def run_on_broker(lab: Any, handle: Callable[..., Any], payments: int = 10,
                         times.count(1), sum(1 for t in times if t > 1), times.count(0),
                         read_topic(dlq_topic, expected=2, idle_s=0.3),
                         sum(bus.lag(topic, g) for g in ("ledger", "ledger-replay")))
+
+
+# ----- q2: predict what a crash loses or repeats --------------------------------------------------
+@dataclass(frozen=True)
+class CrashCase:
+    """One partition of 12 orders (offsets 0-11). The consumer takes ``batch`` messages at a
+    time and commits the offset after the batch either before processing them
+    (``commit_first``) or after. It dies at offset ``crash_at``, before or after processing
+    it; a new process starts from the committed offset and reads to the end."""
+
+    commit_first: bool
+    batch: int
+    crash_at: int
+    crashed_after_processing: bool
+    messages: int = 12
+
+    def run(self) -> tuple[list[int], int]:
+        """(every offset processed, in order, by both processes; committed offset at the
+        crash): a message-by-message replay of the two processes."""
+        processed, committed = [], 0
+        for start in range(0, self.messages, self.batch):
+            end = min(start + self.batch, self.messages)
+            if self.commit_first:
+                committed = end
+            for offset in range(start, end):
+                if offset == self.crash_at and not self.crashed_after_processing:
+                    return processed + list(range(committed, self.messages)), committed
+                processed.append(offset)
+                if offset == self.crash_at:
+                    return processed + list(range(committed, self.messages)), committed
+            committed = end
+        return processed, committed
+
+    def outcome(self) -> tuple[int, int]:
+        """(orders never processed, orders processed twice)."""
+        processed, _ = self.run()
+        counts = collections.Counter(processed)
+        return (sum(counts[o] == 0 for o in range(self.messages)),
+                sum(n > 1 for n in counts.values()))
+
+    def describe(self) -> str:
+        order = "commit, then process" if self.commit_first else "process, then commit"
+        when = "after processing" if self.crashed_after_processing else "before processing"
+        return (f"batches of {self.batch}, {order}; the process dies {when} offset "
+                f"{self.crash_at}")
+
+
+CRASH_CASES = {
+    "A": CrashCase(commit_first=False, batch=4, crash_at=6, crashed_after_processing=True),
+    "B": CrashCase(commit_first=True, batch=4, crash_at=6, crashed_after_processing=False),
+    "C": CrashCase(commit_first=False, batch=1, crash_at=6, crashed_after_processing=False),
+}
+"""q2's three consumers: ``CRASH_CASES[name].describe()`` says what each does."""
+
+
+def _restart_words(case: CrashCase) -> str:
+    """What the replay of ``case`` shows, in words: where the restart began and why."""
+    processed, committed = case.run()
+    before = processed[:len(processed) - (case.messages - committed)]
+    done = f"offsets {before[0]}-{before[-1]}" if before else "nothing"
+    return (f"the first process had processed {done} and committed {committed}, so the new "
+            f"one begins at offset {committed}")
+
+
+def _judge_case(name: str, got: tuple[int, int]) -> None:
+    case = CRASH_CASES[name]
+    lost, twice = case.outcome()
+    if got == (lost, twice):
+        return
+    why = _restart_words(case)
+    if got == (twice, lost) and lost != twice:
+        raise NotYet(f"{name}: you swapped lost and duplicated. {why}.")
+    if not case.commit_first and got[0] > 0:
+        raise NotYet(f"{name}: you have {got[0]} lost, but this consumer commits only after "
+                     "processing: a crash can only make the new process repeat work, never "
+                     f"skip it. {why}.")
+    if case.commit_first and got[1] > 0:
+        raise NotYet(f"{name}: you have {got[1]} duplicated, but this consumer commits before "
+                     "it processes: the new process begins past everything committed, so "
+                     f"nothing runs twice. {why}.")
+    if case.commit_first and got[0] == 1 and lost > 1:
+        raise NotYet(f"{name}: not only offset {case.crash_at}. The commit covered the whole "
+                     f"batch, up to offset {case.run()[1] - 1}, and none of the rest of it was "
+                     f"processed. {why}.")
+    if not case.commit_first and twice > 1 and got[1] == 1:
+        raise NotYet(f"{name}: not only offset {case.crash_at}. The restart begins at the last "
+                     f"COMMIT, not at the crash. {why}.")
+    if twice == 0 and got[1] > 0:
+        raise NotYet(f"{name}: the process died BEFORE processing offset {case.crash_at}: its "
+                     f"effect was never written, so running it again is its first time. {why}.")
+    if not case.commit_first and got[1] == twice + 1:
+        raise NotYet(f"{name}: one too many. A committed offset is the NEXT offset to read: "
+                     f"{why}, which was not yet processed before.")
+    raise NotYet(f"{name}: you have {got[0]} lost and {got[1]} duplicated. Replay it: {why}.")
+
+
+class _CrashOutcomesStep(Step):
+    def run(self, answer: Any) -> None:
+        if not isinstance(answer, dict) or set(answer) != set(CRASH_CASES):
+            raise NotYet('crash_outcomes should be a dict {"A": (lost, duplicated), "B": '
+                         '(...), "C": (...)}: two whole numbers per consumer.')
+        for name in CRASH_CASES:
+            value = answer[name]
+            if (not isinstance(value, (tuple, list)) or len(value) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+                raise NotYet(f"{name}: give a pair of whole numbers (lost, duplicated), got "
+                             f"{value!r}.")
+            _judge_case(name, (value[0], value[1]))
+
+
+q2 = Question(
+    id="q2", module=MODULE, title="predict what a crash loses or repeats",
+    name="crash_outcomes",
+    what='a dict {"A": (lost, duplicated), "B": ..., "C": ...}: orders never processed and '
+         "orders processed twice, per consumer",
+    steps=[_CrashOutcomesStep()],
+    hints=[
+        "After a crash the new process starts at the group's committed offset, whatever the "
+        "old one had done. For each consumer: what was committed, what was processed?",
+        "A commit marks the NEXT offset to read. Write down, for each case, the committed "
+        "offset at the moment of the crash and the offsets already processed; everything "
+        "from the committed offset on runs (again).",
+        "A: committed 4 after offsets 0-3, processed 0-6. B: the batch 4-7 was committed (8) "
+        "before any of it was processed, and the crash came before 6. C: commits after each "
+        "message; 6 was not processed yet. Count offsets processed 0 times and 2 times.",
+    ],
+    success="A (commit after a batch of 4) repeats the whole unfinished batch, B (commit a "
+            "batch first) loses the rest of its batch, C (commit after each message, crash "
+            "before the work) neither: the committed offset at the crash decides, not the "
+            "offset that crashed.",
+)
+
+
+# ----- q3: diagnose a consumer log -----------------------------------------------------------------
+@dataclass(frozen=True)
+class LogPlan:
+    """How the consumer of one partition was written (the log's ground truth)."""
+
+    partition: int
+    messages: int
+    commit_first: bool = False     # the bug: commit the offset, then process
+    commit_every: int = 1          # commit after this many messages
+    fails_once: int | None = None  # this offset's first try raises (rolled back), the retry works
+
+
+@dataclass(frozen=True)
+class ConsumerLog:
+    """worker-1 reads three partitions in turn, one message of each, and dies while it is
+    processing ``crash`` = (partition, offset); worker-2, the same code, takes over every
+    partition from the committed offsets and reads to the end (committing at the end of a
+    partition too). Each line is one event of that replay."""
+
+    plans: tuple[LogPlan, ...]
+    crash: tuple[int, int]
+
+    def lines(self) -> list[tuple[str, int, int, str]]:
+        """(worker, partition, offset, what) for every event, in order."""
+        out: list[tuple[str, int, int, str]] = []
+        committed = {p.partition: 0 for p in self.plans}
+        if self._first_worker(out, committed):
+            for p in self.plans:
+                out.append(("worker-2", p.partition, committed[p.partition],
+                            "assigned, starts at committed offset"))
+                for offset in range(committed[p.partition], p.messages):
+                    self._one("worker-2", p, offset, out)
+        return out
+
+    def _first_worker(self, out: list[tuple[str, int, int, str]],
+                      committed: dict[int, int]) -> bool:
+        for offset in range(max(p.messages for p in self.plans)):
+            for p in self.plans:
+                if offset >= p.messages:
+                    continue
+                out.append(("worker-1", p.partition, offset, "polled"))
+                if self._one("worker-1", p, offset, out, committed):
+                    return True
+        return False
+
+    def _one(self, worker: str, p: LogPlan, offset: int, out: list[tuple[str, int, int, str]],
+             committed: dict[int, int] | None = None) -> bool:
+        """One message as ``p``'s code handles it; True if worker-1 crashed on it."""
+        due = (offset + 1) % p.commit_every == 0 or offset + 1 == p.messages
+        if p.commit_first and due:
+            out.append((worker, p.partition, offset + 1, "committed"))
+        if committed is not None:
+            if p.commit_first and due:
+                committed[p.partition] = offset + 1
+            if (p.partition, offset) == self.crash:
+                out.append((worker, p.partition, offset, "CRASH while processing"))
+                return True
+            if offset == p.fails_once:
+                out.append((worker, p.partition, offset,
+                            "failed (database locked), rolled back; retrying"))
+        out.append((worker, p.partition, offset, "processed"))
+        if not p.commit_first and due:
+            out.append((worker, p.partition, offset + 1, "committed"))
+            if committed is not None:
+                committed[p.partition] = offset + 1
+        return False
+
+    def text(self) -> str:
+        """The log as the two workers printed it."""
+        return "\n".join(f"{i:>3}  {worker}  p{part}  "
+                         + (f"{what} {offset}" if what.startswith(("committed", "assigned"))
+                            else f"offset {offset}: {what}")
+                         for i, (worker, part, offset, what) in enumerate(self.lines(), 1))
+
+    def times_processed(self, partition: int, offset: int) -> int:
+        return sum(1 for _, p, o, what in self.lines()
+                   if (p, o, what) == (partition, offset, "processed"))
+
+    def truth(self) -> dict[str, set[tuple[int, int]]]:
+        """Offsets the replay processed zero times (lost) and twice (duplicated)."""
+        every = [(p.partition, o) for p in self.plans for o in range(p.messages)]
+        return {"lost": {m for m in every if self.times_processed(*m) == 0},
+                "duplicated": {m for m in every if self.times_processed(*m) > 1}}
+
+
+CONSUMER_LOG = ConsumerLog((
+    LogPlan(0, messages=8, fails_once=2),
+    LogPlan(1, messages=8, commit_first=True),
+    LogPlan(2, messages=8, commit_every=3),
+), crash=(1, 5))
+"""q3's run: ``print(CONSUMER_LOG.text())`` and read it."""
+_LOG_PLANS = {p.partition: p for p in CONSUMER_LOG.plans}
+
+
+def _offset_story(partition: int, offset: int) -> str:
+    """What the log says about one message, in words."""
+    if partition not in _LOG_PLANS or not 0 <= offset < _LOG_PLANS[partition].messages:
+        return f"there is no p{partition} offset {offset} in the log"
+    log, times = CONSUMER_LOG, CONSUMER_LOG.times_processed(partition, offset)
+    lines = [i for i, (_, p, o, what) in enumerate(log.lines(), 1)
+             if (p, o) == (partition, offset) and what != "committed"]
+    where = f" (log lines {', '.join(map(str, lines))})" if lines else ""
+    return f"p{partition} offset {offset} was processed {times} time{'s' * (times != 1)}{where}"
+
+
+def _pairs(value: Any, key: str) -> set[tuple[int, int]]:
+    if not isinstance(value, (list, tuple, set)) or not all(
+            isinstance(m, (list, tuple)) and len(m) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in m) for m in value):
+        raise NotYet(f"{key} should be a list of (partition, offset) pairs of whole numbers, "
+                     f"e.g. [(0, 3)], or [] for none; got {value!r}.")
+    return {(m[0], m[1]) for m in value}
+
+
+class _LogDiagnosisStep(Step):
+    def run(self, answer: Any) -> None:
+        if not isinstance(answer, dict) or set(answer) != {"lost", "duplicated"}:
+            raise NotYet('log_diagnosis should be a dict {"lost": [(partition, offset), ...], '
+                         '"duplicated": [(partition, offset), ...]}.')
+        truth = CONSUMER_LOG.truth()
+        for key, verb in (("lost", "lost"), ("duplicated", "processed twice")):
+            got, want = _pairs(answer[key], key), truth[key]
+            wrong = sorted(got - want)
+            if wrong:
+                first = wrong[0]
+                extra = ""
+                if key == "duplicated" and first[1] == _LOG_PLANS[first[0]].fails_once:
+                    extra = (": a try that failed and rolled back wrote nothing, so its retry "
+                             "is the first time it took effect")
+                elif key == "lost" and (first[0], first[1] - 1) in want:
+                    extra = (": a committed offset is the NEXT one to read. Look at the "
+                             "offset just before it")
+                raise NotYet(f"{key}: {_offset_story(*first)}{extra}.")
+            missing = sorted(want - got)
+            if missing:
+                where = ", ".join(f"p{part}" for part in sorted({m[0] for m in missing}))
+                raise NotYet(f"{key}: you found {len(got)} of the messages {verb}; "
+                             f"{len(missing)} more, on {where}. Count, per offset, the "
+                             "'processed' lines of both workers.")
+
+
+q3 = Question(
+    id="q3", module=MODULE, title="diagnose a consumer log", name="log_diagnosis",
+    what='a dict {"lost": [(partition, offset), ...], "duplicated": [...]} from the log',
+    steps=[_LogDiagnosisStep()],
+    hints=[
+        "worker-2 starts each partition at the offset worker-1 last committed. Compare that "
+        "with what worker-1 had actually processed, partition by partition.",
+        "A partition whose commit comes BEFORE its 'processed' line can have a committed "
+        "offset past a message nobody finished: that message is lost. One that commits only "
+        "every few messages repeats the uncommitted ones.",
+        "Count the 'processed' lines per (partition, offset), across both workers (a failed "
+        "try that was rolled back is not one): 0 means lost, 2 means duplicated.",
+    ],
+    success="p1 committed each offset before processing it, so the crash lost the message it "
+            "was working on; p2 committed every third message, so worker-2 repeated what "
+            "worker-1 had done since its last commit; p0's failed try rolled back and counts "
+            "once. The log's commit lines, not the crash line, say what is lost or repeated.",
+)
+
+QUESTIONS = [q1, q2, q3]
