@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from . import load
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import require
 from .evidence import Estimate, share
@@ -86,42 +87,21 @@ async def offered_load(session: aiohttp.ClientSession, url: str,
                        seed: int | str = 0, timeout_ms: float = 20_000,
                        stop: threading.Event | None = None,
                        into: list[Shot] | None = None) -> list[Shot]:
-    """POST ``url`` on the :func:`schedule` of ``phases`` whatever happens (open loop).
-
-    Latency counts from the *scheduled* send time (no coordinated omission). Each request
-    carries ``body_kb`` KiB; ``into`` receives the shots as they finish (for live views).
-    """
+    """POST ``url`` on the :func:`schedule` of ``phases`` whatever happens (open loop,
+    :func:`labsupport.load.fire`): latency counts from the *scheduled* send time (no
+    coordinated omission). Each request carries ``body_kb`` KiB; ``into`` receives the
+    shots as they finish (for live views)."""
     shots = into if into is not None else []
-    body = b"x" * int(body_kb * 1024)
-    timeout = aiohttp.ClientTimeout(total=to_wall(timeout_ms / 1000))
-    loop = asyncio.get_running_loop()
-    start, tasks = loop.time(), []
-    for t, phase in schedule(phases, seed):
-        delay = start + to_wall(t) - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if stop is not None and stop.is_set():
-            break
-        tasks.append(asyncio.create_task(
-            _shot(session, url, body, timeout, start + to_wall(t), t, phase, shots)))
-    await asyncio.gather(*tasks)
+    plan = schedule(phases, seed)
+
+    def seen(shot: load.Shot) -> None:
+        shots.append(Shot(shot.t, shot.ms, shot.status, shot.headers.get("Retry-After"),
+                          plan[shot.index][1]))
+
+    await load.fire(session, url, [t for t, _ in plan], method="POST",
+                    data=b"x" * int(body_kb * 1024) if body_kb else None,
+                    timeout_ms=timeout_ms, stop=stop, on_shot=seen)
     return shots
-
-
-async def _shot(session: aiohttp.ClientSession, url: str, body: bytes,
-                timeout: aiohttp.ClientTimeout, sent_at: float, t: float, phase: int,
-                shots: list[Shot]) -> None:
-    status, retry_after = -1, None
-    try:
-        async with session.post(url, data=body, timeout=timeout) as resp:
-            status, retry_after = resp.status, resp.headers.get("Retry-After")
-            await resp.read()
-    except asyncio.TimeoutError:
-        status = 0
-    except (aiohttp.ClientError, OSError):
-        status = -1
-    ms = to_model(asyncio.get_running_loop().time() - sent_at) * 1000
-    shots.append(Shot(t, ms, status, retry_after, phase))
 
 
 # ----- a service that holds each request's body until it is served ---------------------------
@@ -526,17 +506,3 @@ class ModelTimeView(LiveView):
             time.sleep(0.02)
         self.seconds = time.monotonic() - start
         self.dashboard.refresh(self.summarize())
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``condition`` every 20 ms for up to ``timeout_s`` wall seconds; a clear error
-    naming ``what`` if it never holds."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            from .errors import LabError
-
-            raise LabError(f"{what} did not happen within {timeout_s:.0f} s.",
-                           "check the broker (python -m labsupport broker status) and run "
-                           "the cell again")
-        time.sleep(0.02)

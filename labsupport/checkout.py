@@ -21,7 +21,6 @@ except Kafka's own waits, which are wall time (see module 05).
 """
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import time
@@ -33,10 +32,9 @@ from .dashboard import PALETTE
 from .errors import require
 from .evidence import Estimate, share
 from .latency import LatencyModel, Normal
-from .load import arrival_times
+from .load import arrival_times, fire
 from .metrics import percentile
-from .services import fetch
-from .settings import to_model, to_wall
+from .settings import to_model
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -232,19 +230,11 @@ async def send_orders(lab: Lab, url: str, times: Sequence[float],
                       orders: Sequence[dict[str, Any]], start: float,
                       timeout_ms: float = 10_000) -> list[Sent]:
     """POST ``orders[i]`` to ``url`` at model time ``times[i]`` after ``start`` (the loop's
-    clock); latency counts from the scheduled time (no coordinated omission)."""
-    import aiohttp
-
-    loop = asyncio.get_running_loop()
-    timeout = aiohttp.ClientTimeout(total=to_wall(timeout_ms / 1000))
-
-    async def one(t: float, order: dict[str, Any]) -> Sent:
-        due = start + to_wall(t)
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        result = await fetch(lab.session, url, timeout, "checkout", "POST", order)
-        return Sent(t, to_model(loop.time() - due) * 1000, result["status"], order["order_id"])
-
-    return list(await asyncio.gather(*(one(t, o) for t, o in zip(times, orders, strict=True))))
+    clock, shared by every design), open loop (:func:`labsupport.load.fire`); latency counts
+    from the scheduled time (no coordinated omission)."""
+    shots = await fire(lab.session, url, times, method="POST", body=lambda i, t: orders[i],
+                       timeout_ms=timeout_ms, start=start)
+    return [Sent(s.t, s.ms, s.status, orders[s.index]["order_id"]) for s in shots]
 
 
 # ----- the scoreboard -----------------------------------------------------------------------------------

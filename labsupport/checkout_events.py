@@ -17,7 +17,6 @@ idempotent handlers make a re-delivered event harmless.
 """
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -39,6 +38,7 @@ from .checkout import (
 from .errors import LabError
 from .latency import LatencyModel
 from .services import json_body
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from .chaos import ChaosSchedule
@@ -141,15 +141,13 @@ class EventCheckout:
     # ----- the score ------------------------------------------------------------------------------------
     def wait_confirmed(self, ids: list[str], timeout_s: float = 25.0) -> bool:
         """Wait (wall s) until every order in ``ids`` is CONFIRMED; True if they all are."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if all(s == "CONFIRMED" for s in self.shop.state_of(ids).values()):
-                return True
+        def confirmed() -> bool:
             failed = [w for w in self.workers.values() if w.error is not None]
             if failed:
                 failed[0].stop()   # raises the handler's error as a LabError
-            time.sleep(0.02)
-        return False
+            return all(s == "CONFIRMED" for s in self.shop.state_of(ids).values())
+
+        return wait_until(confirmed, timeout_s)
 
     def left_in_log(self) -> int:
         """Events not yet handled, over the three topics (exact: one record per batch)."""

@@ -50,6 +50,7 @@ from .latency import LatencyModel
 from .retries import FullJitter, Policy
 from .services import fetch, json_body
 from .settings import to_wall
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from .chaos import ChaosSchedule
@@ -94,6 +95,8 @@ class SyncCheckout:
         self.payment_calls = 0
         self.tries: dict[str, int] = {}
         """Payment calls the checkout itself sent per order id (not the completer's)."""
+        self.unpaid: set[str] = set()
+        """Orders whose payment failed in the checkout (every attempt, or the breaker)."""
         self.learner_errors: list[BaseException] = []
         self.deferred_topic: str | None = None
         self.completer: Worker | None = None
@@ -158,6 +161,16 @@ class SyncCheckout:
             self.start_completer()
         return self
 
+    @property
+    def breaker_in_use(self) -> Any:
+        """The breaker set with :meth:`breaker` (None: no breaker)."""
+        return self._breaker
+
+    @property
+    def fallback_in_use(self) -> Fallback | None:
+        """The fallback set with :meth:`fallback` (None: no fallback)."""
+        return self._fallback
+
     def policy(self) -> str:
         """The protection in place, in one line."""
         parts = [f"payment timeout {_ms(self.payment_timeout_ms)}",
@@ -218,6 +231,8 @@ class SyncCheckout:
             return web.json_response({"error": "give order_id and amount"}, status=400)
         place(self.shop.orders, order)
         paid = await self._pay(order)
+        if not paid:
+            self.unpaid.add(oid)
         if paid and await self._call("inventory", order, self.inventory_timeout_ms):
             set_state(self.shop.orders, oid, "CONFIRMED")
             tell(self.shop.orders, oid, "confirmed")
@@ -342,15 +357,15 @@ class SyncCheckout:
     # ----- the score ----------------------------------------------------------------------------------
     def wait_deferred(self, ids: list[str], timeout_s: float = 20.0) -> bool:
         """Wait (wall s) until every order in ``ids`` is CONFIRMED; True if they all are."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if all(s == "CONFIRMED" for s in self.shop.state_of(ids).values()):
-                return True
-            if self.completer is None or not self.completer.running or \
-                    self.completer.processed >= self.deferred:
-                return all(s == "CONFIRMED" for s in self.shop.state_of(ids).values())
-            time.sleep(0.02)
-        return False
+        def confirmed() -> bool:
+            return all(s == "CONFIRMED" for s in self.shop.state_of(ids).values())
+
+        def settled() -> bool:   # all confirmed, or nothing left that could confirm them
+            return confirmed() or self.completer is None or not self.completer.running or \
+                self.completer.processed >= self.deferred
+
+        wait_until(settled, timeout_s)
+        return confirmed()
 
     def scoreboard(self, sent: list[Sent], schedule: ChaosSchedule) -> Scoreboard:
         """Wait for deferred orders (if any), then score this run."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import broker
-from .backpressure import PanelDashboard, wait_until
+from .backpressure import PanelDashboard
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import LabError, require
 from .latency import Constant
@@ -35,6 +35,7 @@ from .load import arrival_times
 from .messaging import decode
 from .services import fetch
 from .settings import to_model, to_wall
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -364,7 +365,7 @@ class ConsumerBackpressure:
     def wait(self) -> dict[str, ConsumerRun]:
         """Wait until both consumers drained; returns ``{"keep fetching": .., "pause/resume": ..}``."""
         require(self._thread is not None, "nothing is running.", "call exp.start() first")
-        wait_until(self.done, DRAIN_TIMEOUT_S + 30, "draining both consumers")
+        wait_until(self.done, DRAIN_TIMEOUT_S + 30, what="both consumers to drain")
         if self._error is not None:
             raise LabError(f"the consumer experiment failed: {self._error!r}.",
                            "check the broker (python -m labsupport broker status), then run "
@@ -443,10 +444,11 @@ def paused_buffer_bound(high: int) -> int:
 def retention_note(topic: str) -> str:
     """How long the broker keeps a backlog for a paused consumer: ``retention.ms`` of
     ``topic``, read from the Kafka container; on the embedded broker, a note instead."""
-    from .kafka_basics import broker_kind, broker_label
+    from .broker import identity
 
-    if broker_kind() != "container":
-        return (f"Skipped on the {broker_label()}: it keeps every record in memory and never "
+    which = identity()
+    if not which.real_kafka:
+        return (f"Skipped on {which.label}: it keeps every record in memory and never "
                 "deletes any (no retention). On the Kafka container this cell reads the "
                 "topic's retention.ms: how long a paused consumer may fall behind before the "
                 "oldest messages are deleted under it.")

@@ -9,7 +9,19 @@ import pytest
 from aiohttp import web
 
 from labsupport.exercises import declared_questions
-from labsupport.exercises.m09 import SERVICE, q1, side_by_side
+from labsupport.exercises.m09 import (
+    QUEUE_CASE,
+    SERVICE,
+    TRACES,
+    _own_ms,
+    q1,
+    q2,
+    q3,
+    side_by_side,
+)
+from labsupport.exercises.m09 import (
+    TRACE_HOPS as TRACES_HOPS,
+)
 from labsupport.exercises_build import solution_source
 from labsupport.metrics import percentile
 from labsupport.settings import to_wall
@@ -75,8 +87,9 @@ def admission(limit: int = 6, mistake: str | None = None) -> type:
 
 
 def test_the_module_declares_q1():
-    assert declared_questions()["09"] == ["q1"]
-    assert len(q1.hints) == 3
+    assert declared_questions()["09"] == ["q1", "q2", "q3"]
+    assert (q2.name, q3.name) == ("queue_prediction", "slow_hop")
+    assert all(len(q.hints) == 3 for q in (q1, q2, q3))
     assert "BEGIN SOLUTION" not in q1._solution
 
 
@@ -147,3 +160,91 @@ def test_side_by_side_shows_the_difference():
     assert percentile(result.yours.served_ms(), 90) <= SERVICE.p99_target_ms
     assert percentile(result.none.served_ms(), 90) > 3 * SERVICE.p99_target_ms
     assert "your Admission" in result.table()
+
+
+# ----- q2: predict a bounded line's bound and refusals ---------------------------------------------
+def solution_value(question, name):
+    namespace: dict = {"QUEUE_CASE": QUEUE_CASE}
+    exec(question._solution, namespace)
+    return namespace[name]
+
+
+def simulated_queue(seconds: float = 2000.0, seed: int = 5) -> dict:
+    """Another correct method: Poisson arrivals into the workers and the bounded line."""
+    import heapq
+    import random
+
+    case, rng = QUEUE_CASE, random.Random(seed)
+    work = case.work_ms / 1000
+    free = [0.0] * case.workers          # when each worker is next free
+    starts: list[float] = []             # start times of admitted requests still waiting
+    t, offered, refused, worst = 0.0, 0, 0, 0.0
+    while t < seconds:
+        t += rng.expovariate(case.rate_per_s)
+        offered += 1
+        starts = [s for s in starts if s > t]
+        if len(starts) >= case.queue_limit and min(free) > t:
+            refused += 1
+            continue
+        start = max(t, heapq.heappop(free))
+        heapq.heappush(free, start + work)
+        if start > t:
+            starts.append(start)
+        worst = max(worst, (start + work - t) * 1000)
+    return {"bound_ms": worst, "refused": refused / offered}
+
+
+def test_q2_the_formula_and_a_simulation_both_pass(capsys):
+    assert q2.check(solution_value(q2, "queue_prediction")), capsys.readouterr().out
+    simulated = simulated_queue()
+    assert q2.check(simulated), (simulated, capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("wrong, words", [
+    ({"bound_ms": 375, "refused": 2 / 3}, "only the wait in line"),
+    ({"bound_ms": 1750, "refused": 2 / 3}, "one request at a time"),
+    ({"bound_ms": 0.625, "refused": 2 / 3}, "in seconds"),
+    ({"bound_ms": 875, "refused": 2 / 3}, "requests at work as well"),
+    ({"bound_ms": 625, "refused": 1 / 3}, "share served"),
+    ({"bound_ms": 625, "refused": 66.7}, "not a percentage"),
+    ({"bound_ms": 625, "refused": 1 - 4 / 48}, "one worker's rate"),
+    ({"bound_ms": 625, "refused": 2.0}, "rho - 1"),
+    ({"bound_ms": 625, "refused": 0.4}, "too low"),
+    ({"bound_ms": 625}, "should be a dict"),
+    ({"bound_ms": "625", "refused": 0.67}, "should be a number"),
+])
+def test_q2_each_wrong_prediction_gets_its_own_message(wrong, words, capsys):
+    assert not q2.check(wrong)
+    assert words in capsys.readouterr().out
+
+
+# ----- q3: read a trace waterfall ------------------------------------------------------------------
+def test_q3_the_worked_answer_passes_and_matches_how_the_traces_were_built(capsys):
+    answer = solution_value(q3, "slow_hop")
+    assert answer == TRACES.culprit and q3.check(answer), capsys.readouterr().out
+
+
+def test_q3_the_traces_show_what_they_are_built_from():
+    """The culprit's own time jumps in the slow traces; the steady hop is the slowest in a
+    fast trace; every parent span contains its child (a real waterfall)."""
+    traces = TRACES.traces()
+    own = {h: [_own_ms(t, h) for t in traces] for h in TRACES_HOPS}
+    fast, slow = traces[0::2], traces[1::2]
+    assert min(t[0][2] for t in slow) > 2 * max(t[0][2] for t in fast)
+    assert min(own[TRACES.culprit][1::2]) > 250 > max(own[TRACES.culprit][0::2])
+    assert all(max(own, key=lambda h, i=i: own[h][i]) == TRACES.steady for i in range(0, 8, 2))
+    for spans in traces:
+        for (_, a, b), (_, c, d) in zip(spans, spans[1:], strict=False):
+            assert a < c and d < b
+
+
+@pytest.mark.parametrize("answer, words", [
+    ("gateway", "the root span"),
+    ("inventory", "the same in the fast traces and the slow ones"),
+    ("orders", "because it waits for its child"),
+    ("Payment", "should be one of"),
+    ("", "should be one of"),
+])
+def test_q3_each_wrong_hop_gets_its_own_message(answer, words, capsys):
+    assert not q3.check(answer)
+    assert words in capsys.readouterr().out

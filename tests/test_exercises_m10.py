@@ -2,11 +2,14 @@
 plausible wrong hardening fails with its own message."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from labsupport.breakers import AsyncPyBreaker
+from labsupport.chaos import CRASH
 from labsupport.exercises import declared_questions
-from labsupport.exercises.m10 import TARGETS, q1
+from labsupport.exercises.m10 import OUTAGE, SHOPS, TARGETS, q1, q2, q3
 from labsupport.exercises_build import solution_source
 from labsupport.retries import FullJitter
 
@@ -58,8 +61,9 @@ def make_harden(mistake: str | None = None):
 
 
 def test_the_module_declares_q1():
-    assert declared_questions()["10"] == ["q1"]
-    assert q1.name == "harden" and len(q1.hints) == 3
+    assert declared_questions()["10"] == ["q1", "q2", "q3"]
+    assert (q1.name, q2.name, q3.name) == ("harden", "caught_up_s", "diagnosis")
+    assert all(len(q.hints) == 3 for q in (q1, q2, q3))
     assert "def harden" in solution_source("10", "harden")
     assert "BEGIN SOLUTION" not in q1._solution
     assert "p99" in TARGETS.describe()
@@ -146,3 +150,91 @@ def test_showing_the_run_before_the_check_says_what_to_do(monkeypatch):
     monkeypatch.setattr(m10, "last_run", None)
     with pytest.raises(LabError, match="run q1.check\\(\\) first"):
         m10.your_run()
+
+
+# ----- q2: predict the drain ---------------------------------------------------------------------------
+def solution_value(question, name):
+    namespace: dict = {"OUTAGE": OUTAGE}
+    exec(question._solution, namespace)
+    return namespace[name]
+
+
+def simulated_catch_up(step_s: float = 0.0005) -> float:
+    """Another correct method: orders one by one, a consumer that joins, then works."""
+    o = OUTAGE
+    arrivals = [i / o.rate_per_s for i in range(1, 400)]   # from the outage's start
+    back = o.down_s + o.join_s
+    free, t_done = back, back
+    for a in arrivals:
+        start = max(a, free)
+        free = start + 1 / o.drain_per_s
+        if start <= a and a > back:   # the consumer was idle when this order came: caught up
+            return t_done - o.down_s
+        t_done = free
+    return float("inf")
+
+
+def test_q2_the_formula_and_a_simulation_both_pass(capsys):
+    assert q2.check(solution_value(q2, "caught_up_s")), capsys.readouterr().out
+    simulated = simulated_catch_up()
+    assert q2.check(simulated), (simulated, capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (1 + 35 / 25, "as if no order arrived"),
+    (30 / 20, "forgets the join"),
+    (1 + 30 / 20, "not the orders that arrived during it"),
+    (7.0, "outage + join"),
+    (2750, "not milliseconds"),
+    (4.0, "too high"),
+    ("2.75 s", "should be a number"),
+])
+def test_q2_each_wrong_prediction_gets_its_own_message(wrong, words, capsys):
+    assert not q2.check(wrong)
+    assert words in capsys.readouterr().out
+
+
+# ----- q3: read four scoreboards ----------------------------------------------------------------------
+def test_q3_the_worked_diagnosis_passes_and_matches_the_shops_mistakes(capsys):
+    answer = solution_value(q3, "diagnosis")
+    assert answer == SHOPS.truth() and q3.check(answer), capsys.readouterr().out
+
+
+def test_q3_each_shop_shows_its_symptom_and_only_it():
+    boards = dict(zip(SHOPS.causes, SHOPS.boards(), strict=True))
+    assert boards["no_idempotency_key"].double_charged > 0
+    assert boards["fallback_keeps_nothing"].lost > 0
+    assert math.isinf(boards["breaker_never_closes"].recover_s)
+    assert boards["no_breaker"].p(50, during=CRASH) > 5 * max(
+        b.p(50, during=CRASH) for c, b in boards.items() if c != "no_breaker")
+    for cause, b in boards.items():
+        marks = [b.double_charged > 0, b.lost > 0, math.isinf(b.recover_s),
+                 b.p(50, during=CRASH) > 200]
+        assert sum(marks) == 1, (cause, marks)
+
+
+RIGHT = SHOPS.truth()
+
+
+def swapped(a: str, b: str) -> dict:
+    answer = dict(RIGHT)
+    answer[a], answer[b] = answer[b], answer[a]
+    return answer
+
+
+@pytest.mark.parametrize("answer, words", [
+    (swapped("no_breaker", "breaker_never_closes"), "breaker_never_closes: shop C is not it: "
+     "every customer who ordered while payment hung waited out the timeouts"),
+    (swapped("no_idempotency_key", "fallback_keeps_nothing"), "no_idempotency_key: shop D is "
+     "not it: it said yes to everyone, and orders it said yes to were never confirmed"),
+    (swapped("breaker_never_closes", "no_idempotency_key"), "no_idempotency_key: shop A is "
+     "not it: it answered at once while payment was down"),
+    (swapped("fallback_keeps_nothing", "no_breaker"), "fallback_keeps_nothing: shop C is not "
+     "it: every customer who ordered while payment hung waited out the timeouts"),
+    ({**RIGHT, "no_breaker": RIGHT["breaker_never_closes"]}, "one shop for two causes"),
+    ({**RIGHT, "no_breaker": "shop Z"}, "is not a shop of the table"),
+    ({"no_breaker": "shop C"}, "the four causes as keys"),
+])
+def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
+    assert not q3.check(answer)
+    assert words in capsys.readouterr().out

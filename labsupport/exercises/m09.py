@@ -28,6 +28,7 @@ import gc
 import inspect
 import itertools
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from ..backpressure import Shot, offered_load
-from ..checks import LearnerRaised, NotYet, Question, Step, describe_error
+from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, describe_error
 from ..dashboard import PALETTE
 from ..errors import LabError
 from ..latency import Constant
@@ -438,5 +439,226 @@ q1 = Question(
             "turned nobody away at low load, and leaked no slot when the handler failed.",
 )
 
-QUESTIONS = [q1]
-__all__ = ["q1", "QUESTIONS", "SERVICE", "ServiceSpec", "side_by_side", "SideBySide"]
+
+# ----- q2: predict a bounded queue's bound and refusals ----------------------------------------------
+@dataclass(frozen=True)
+class QueueCase:
+    """A service with a bounded line, offered more than it can serve for a long time."""
+
+    workers: int = 4
+    work_ms: float = 250.0
+    queue_limit: int = 6
+    rate_per_s: float = 48.0
+
+    @property
+    def capacity_per_s(self) -> float:
+        return self.workers * 1000 / self.work_ms
+
+    def bound_ms(self) -> float:
+        """The longest an admitted request waits, by the lesson's reasoning: at most
+        ``queue_limit`` must leave before it (itself included, the line drains at the
+        capacity rate), then its own work."""
+        return self.queue_limit / self.capacity_per_s * 1000 + self.work_ms
+
+    def exact_bound_ms(self) -> float:
+        """The same bound, exact for a fixed work time: the workers free up in rounds, so
+        ``ceil(queue_limit / workers)`` rounds of work before its own (a simulation finds
+        this; every wait lies under it)."""
+        return math.ceil(self.queue_limit / self.workers) * self.work_ms + self.work_ms
+
+    def refused(self) -> float:
+        """The share turned away once the line is full: what exceeds the capacity."""
+        return max(0.0, 1 - self.capacity_per_s / self.rate_per_s)
+
+
+QUEUE_CASE = QueueCase()
+_QC = QUEUE_CASE
+
+
+def _queue_mistakes(key: str) -> list[Mistake]:
+    mu, lam, work = _QC.capacity_per_s, _QC.rate_per_s, _QC.work_ms
+    if key == "bound_ms":
+        return [
+            Mistake("that counts only the wait in line. An admitted request also does its own "
+                    f"work ({work:g} ms) before it is answered.", like=_QC.queue_limit / mu * 1000),
+            Mistake("that serves the line one request at a time. The "
+                    f"{_QC.workers} workers take from the line together: it moves at "
+                    f"{mu:g} requests a second.", like=(_QC.queue_limit + 1) * work),
+            Mistake("that is in seconds; give milliseconds.", like=_QC.bound_ms() / 1000),
+            Mistake("that counts the requests at work as well as the full line ahead of you. "
+                    "When you join the line, the workers' current requests are part of what "
+                    "drains at the capacity rate: queue_limit / capacity, then your own work.",
+                    like=(_QC.queue_limit + _QC.workers) / mu * 1000 + work),
+        ]
+    return [
+        Mistake("that is the share served (capacity / offered). The question asks for the "
+                "share turned away.", like=mu / lam),
+        Mistake("give a share between 0 and 1, not a percentage.", like=100 * _QC.refused()),
+        Mistake(f"that takes one worker's rate ({1000 / work:g}/s) as the capacity. "
+                f"{_QC.workers} workers serve {mu:g} a second.", like=1 - (1000 / work) / lam),
+        Mistake("that is rho - 1, the excess as a multiple of the capacity, not a share of "
+                "the offered requests.", like=lam / mu - 1),
+    ]
+
+
+class _QueueStep(Step):
+    """Both numbers of the prediction; each checked against the reasoning, with mistakes."""
+
+    def run(self, answer: Any) -> None:
+        keys = {"bound_ms", "refused"}
+        if not isinstance(answer, dict) or set(answer) != keys:
+            raise NotYet('queue_prediction should be a dict: {"bound_ms": <number>, '
+                         '"refused": <share 0..1>}.')
+        accepted = {"bound_ms": (0.97 * _QC.bound_ms(), 1.03 * _QC.exact_bound_ms()),
+                    "refused": (_QC.refused() - 0.03, _QC.refused() + 0.03)}
+        for key in ("bound_ms", "refused"):
+            got = answer[key]
+            if not isinstance(got, (int, float)) or isinstance(got, bool):
+                raise NotYet(f"{key} should be a number, got {type(got).__name__}.")
+            low, high = accepted[key]
+            if low <= got <= high:
+                continue
+            for mistake in _queue_mistakes(key):
+                if mistake.matches(got):
+                    raise NotYet(f"{key} = {got:g}: {mistake.message}")
+            side = "high" if got > high else "low"
+            raise NotYet(f"{key} = {got:g} is too {side}. Follow one request that arrives at "
+                         "a full line, or take a hint.")
+
+
+q2 = Question(
+    id="q2", module=MODULE, title="predict a bounded queue's wait bound and refusals",
+    name="queue_prediction",
+    what='a dict {"bound_ms": number, "refused": share} for the service in QUEUE_CASE',
+    steps=[_QueueStep()],
+    hints=[
+        "Under a long overload the bounded line is full most of the time. Think about one "
+        "request that is admitted to a full line: what is ahead of it, and how fast does that "
+        "move? And of all offered requests, how many can the workers take?",
+        "The workers together serve workers x 1000 / work_ms requests a second. An admitted "
+        "request has at most queue_limit ahead of it in line; then it is served itself. "
+        "Everything offered above the capacity is turned away.",
+        "bound_ms = queue_limit / capacity x 1000 + work_ms (a simulation of fixed 250 ms "
+        "work finds up to ceil(6 / 4) x 250 + 250 ms, also accepted); refused = 1 - capacity "
+        "/ rate (within 0.03).",
+    ],
+    success=f"capacity {_QC.capacity_per_s:g}/s: the bound is {_QC.queue_limit} / "
+            f"{_QC.capacity_per_s:g} s + {_QC.work_ms:g} ms = {_QC.bound_ms():.0f} ms whatever "
+            f"the load (exactly {_QC.exact_bound_ms():.0f} ms with a fixed work time: the "
+            "workers free up in rounds), and {_QC.refused():.0%} are turned away at {_QC.rate_per_s:g}/s: a "
+            "bounded line trades refusals for a wait it can promise.",
+)
+
+
+# ----- q3: diagnose a trace waterfall -------------------------------------------------------------
+TRACE_HOPS = ("gateway", "orders", "payment", "inventory")
+
+
+@dataclass(frozen=True)
+class TraceSet:
+    """Traces of a chain gateway -> orders -> payment -> inventory (each hop does its own
+    work, then calls the next one and waits for it), simulated from each hop's work: one hop
+    (``culprit``) has a slow tail; another (``steady``) is the slowest hop every time."""
+
+    culprit: str = "payment"
+    steady: str = "inventory"
+    seed: int = 9
+    count: int = 8
+
+    def work_ms(self, rng: random.Random, hop: str, slow: bool) -> float:
+        if hop == self.culprit:
+            return rng.uniform(300, 420) if slow else rng.uniform(10, 18)
+        return rng.uniform(55, 70) if hop == self.steady else rng.uniform(4, 12)
+
+    def traces(self) -> list[list[tuple[str, float, float]]]:
+        """Each trace as its spans ``(hop, start ms, end ms)``, the root first."""
+        rng = random.Random(self.seed)
+        out = []
+        for i in range(self.count):
+            slow = i % 2 == 1
+            work = [self.work_ms(rng, hop, slow) for hop in TRACE_HOPS]
+            starts, t = [], 0.0
+            for w in work:   # each hop starts after its caller's own work and a 1-2 ms hop
+                starts.append(t)
+                t += w + rng.uniform(1, 2)
+            ends, t = [0.0] * len(work), t
+            for k in reversed(range(len(work))):   # a caller ends after its callee answers
+                ends[k] = t
+                t += rng.uniform(0.5, 1.5)
+            out.append([(hop, starts[k], ends[k]) for k, hop in enumerate(TRACE_HOPS)])
+        return out
+
+    def table(self) -> str:
+        """The waterfall's numbers, one trace after the other."""
+        lines = []
+        for n, spans in enumerate(self.traces(), 1):
+            total = spans[0][2] - spans[0][1]
+            lines.append(f"trace {n}: {total:.0f} ms")
+            for hop, a, b in spans:
+                lines.append(f"    {hop:<10} start {a:7.1f}  end {b:7.1f}  ({b - a:6.1f} ms)")
+        return "\n".join(lines)
+
+
+TRACES = TraceSet()
+
+
+def _own_ms(spans: list[tuple[str, float, float]], hop: str) -> float:
+    index = [h for h, _, _ in spans].index(hop)
+    child = spans[index + 1] if index + 1 < len(spans) else None
+    _, a, b = spans[index]
+    return (b - a) - ((child[2] - child[1]) if child else 0.0)
+
+
+def _trace_message(named: str) -> str:
+    """Why the hop the learner named is not the cause, from the traces' own numbers."""
+    if named == TRACE_HOPS[0]:
+        return (f"{named} is the root span: its duration is the whole request, every hop below "
+                "it included. A span's duration blames it for its children's time; subtract "
+                "them (its own time = its duration minus its child's).")
+    if named == TRACES.steady:
+        own = [_own_ms(t, named) for t in TRACES.traces()]
+        return (f"{named} has the most time of its own in a typical request ({min(own):.0f}-"
+                f"{max(own):.0f} ms), but the same in the fast traces and the slow ones: it "
+                "makes every request a bit slow, not the slow ones slow. Compare a slow trace "
+                "with a fast one.")
+    parent = TRACE_HOPS[TRACE_HOPS.index(TRACES.culprit) - 1]
+    if named == parent:
+        return (f"{named}'s span is long in the slow traces because it waits for its child, "
+                f"{TRACES.culprit}: its own time (duration minus its child's) hardly changes.")
+    return (f"{named}'s own time is the same in fast and slow traces. Find the hop whose own "
+            "time (its duration minus its child's) jumps in the slow traces.")
+
+
+class _TraceStep(Step):
+    def run(self, answer: Any) -> None:
+        if answer not in TRACE_HOPS:
+            raise NotYet(f"slow_hop should be one of {', '.join(map(repr, TRACE_HOPS))}, "
+                         f"got {answer!r}.")
+        if answer != TRACES.culprit:
+            raise NotYet(_trace_message(answer))
+
+
+q3 = Question(
+    id="q3", module=MODULE, title="read a trace waterfall: which hop makes slow requests slow",
+    name="slow_hop",
+    what="the name of one hop: gateway, orders, payment or inventory",
+    steps=[_TraceStep()],
+    hints=[
+        "A span lasts from when its service got the request until it answered, and that "
+        "includes waiting for the services it called. Which number tells what a hop spent "
+        "itself? And compare the slow traces with the fast ones.",
+        "For each hop, own time = its duration minus its child's duration (the next hop "
+        "down). Compute it for a fast trace and for a slow trace: which hop's own time grows?",
+        "for spans in TRACES.traces(): print the own time per hop, e.g. "
+        "[(h, (b - a) - (b2 - a2)) for (h, a, b), (_, a2, b2) in zip(spans, spans[1:])] "
+        "(the last hop has no child); the hop whose own time jumps by hundreds of ms is it.",
+    ],
+    success=f"{TRACES.culprit}'s own time jumps by about 300 ms in the slow traces while every "
+            f"other hop's stays put. Its callers' spans grow too, but only because they wait "
+            f"for it; and {TRACES.steady}, the slowest hop in a typical request, is not what "
+            "makes the slow ones slow.",
+)
+
+QUESTIONS = [q1, q2, q3]
+__all__ = ["q1", "q2", "q3", "QUESTIONS", "SERVICE", "ServiceSpec", "side_by_side",
+           "SideBySide", "QUEUE_CASE", "QueueCase", "TRACES", "TraceSet"]
