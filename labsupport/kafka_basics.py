@@ -21,24 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .broker import identity
 from .dashboard import PALETTE, Dashboard, set_controls
 from .errors import require
 from .lab import Lab
 from .messaging import Delivery, Event, Publisher
 from .settings import to_model
 from .waiting import wait_until
-
-
-def broker_kind() -> str:
-    """``identity().kind`` (kept for module 09, which imports it from here)."""
-    return identity().kind
-
-
-def broker_label() -> str:
-    """``identity().label`` without its leading "the" (kept for module 09, which prints
-    "the {broker_label()}")."""
-    return identity().label.removeprefix("the ")
 
 
 def customer_keys(customers: int, orders: int) -> list[str]:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .broker import identity
 from .claims import Claim, expect, sanity
 from .dashboard import PALETTE
 from .errors import LabError, require
@@ -644,14 +645,6 @@ def sleep_model(seconds: float) -> None:
     time.sleep(to_wall(seconds))
 
 
-def broker_kind() -> str:
-    """The kind of broker (embedded, container, env): a thin alias of
-    :func:`labsupport.broker.identity` kept for module 10's notebook, which imports it."""
-    from .broker import identity
-
-    return identity().kind
-
-
 # ----- a running saga system: workers, an HTTP entry point, crash and restart ----------------------
 class SagaSystem:
     """What both styles share: the shop, one consumer worker per service, an HTTP entry,
@@ -862,7 +855,7 @@ class SagaBench:
 
     def draw(self, ax: Any) -> None:
         draw_swimlanes(ax, self.marks(), f"{self.style}: order {self.shown} "
-                       f"({broker_kind()} broker)")
+                       f"({identity().kind} broker)")
 
     def dashboard(self) -> Any:
         """Controls on the left, the swimlane of one order on the right, invariants below."""

@@ -24,7 +24,6 @@ from labsupport.kafka_basics import (
     KeysExperiment,
     LagSeries,
     Placement,
-    broker_label,
     customer_keys,
 )
 from labsupport.messaging import Delivery
@@ -90,12 +89,6 @@ def test_lag_series_records_points():
     assert series.peak == 3 and series.last == 0
     draws(series.draw)
 
-
-def test_the_broker_is_named_from_the_one_identity():
-    from labsupport.broker import identity
-
-    assert broker_label() == identity().label.removeprefix("the ")
-    assert not broker_label().startswith("the ")
 
 
 # ----- on the broker ---------------------------------------------------------------------------------
