@@ -123,6 +123,43 @@ class Step:
 
 
 @dataclass
+class Diagnosis(Step):
+    """A "diagnose" question: the answer is a dict naming one item of a run's table (a
+    partition, a consumer group, a shop) for each symptom.
+
+    ``why`` maps each key the answer must have to the sentence that says how that symptom
+    shows; ``options()`` lists the items of the table; ``truth()`` gives the right item per
+    key (from how the run was made); ``shows(item)`` tells what a wrongly named item's rows
+    actually show. ``noun`` names an item ("partition"); ``same_for_two`` is said when the
+    learner names one item for two symptoms.
+    """
+
+    name: str
+    why: dict[str, str]
+    options: Callable[[], Sequence[Any]]
+    truth: Callable[[], dict[str, Any]]
+    shows: Callable[[Any], str]
+    noun: str
+    same_for_two: str
+
+    def run(self, answer: Any) -> None:
+        keys = ", ".join(f'"{key}": <{self.noun}>' for key in self.why)
+        if not isinstance(answer, dict) or set(answer) != set(self.why):
+            raise NotYet(f"{self.name} should be a dict with these keys: {{{keys}}}.")
+        options = list(self.options())
+        for key, value in answer.items():
+            if isinstance(value, bool) or value not in options:
+                raise NotYet(f"{key}: {value!r} is not a {self.noun} of the table "
+                             f"({', '.join(map(str, options))}).")
+        if len(set(answer.values())) < len(answer):
+            raise NotYet(f"you named one {self.noun} for two symptoms. {self.same_for_two}")
+        truth = self.truth()
+        for key, why in self.why.items():  # a fixed order, whatever the learner's order
+            if answer[key] != truth[key]:
+                raise NotYet(f"{key}: {self.shows(answer[key])}. {why}")
+
+
+@dataclass
 class Value(Step):
     """The answer is a number close to ``expected`` (``rel`` share or ``abs_`` units)."""
 

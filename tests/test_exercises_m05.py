@@ -251,10 +251,10 @@ def test_q3_the_table_shows_the_symptoms_it_is_built_from():
     ({"hot": 2, "stuck": 1}, "its consumer stopped, the keys did not overload it"),
     ({"hot": 3, "stuck": 2}, "healthy"),
     ({"hot": 1, "stuck": 0}, "healthy"),
-    ({"hot": 1, "stuck": 1}, "for both"),
+    ({"hot": 1, "stuck": 1}, "one partition for two symptoms"),
     ({"hot": 1, "stuck": 7}, "not a partition of the table"),
     ({"hot": "p1", "stuck": 2}, "not a partition of the table"),
-    ({"hot": 1}, "a dict with two keys"),
+    ({"hot": 1}, "a dict with these keys"),
 ])
 def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
     assert not q3.check(answer)

@@ -332,9 +332,9 @@ def test_q3_the_table_shows_the_symptoms_it_is_built_from():
     ({"commits_first": "order-summary", "stalled": "customer-totals"}, "healthy"),
     ({"commits_first": "search-index", "stalled": "audit-feed"}, "falls steadily behind"),
     ({"commits_first": "search-index", "stalled": "order-summary"}, "healthy"),
-    ({"commits_first": "search-index", "stalled": "search-index"}, "for both"),
-    ({"commits_first": "search", "stalled": "customer-totals"}, "not one of the groups"),
-    ("search-index", "a dict with two keys"),
+    ({"commits_first": "search-index", "stalled": "search-index"}, "one group for two symptoms"),
+    ({"commits_first": "search", "stalled": "customer-totals"}, "is not a group of the table"),
+    ("search-index", "a dict with these keys"),
 ])
 def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
     assert not q3.check(answer)

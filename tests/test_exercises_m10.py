@@ -231,9 +231,9 @@ def swapped(a: str, b: str) -> dict:
      "not it: it answered at once while payment was down"),
     (swapped("fallback_keeps_nothing", "no_breaker"), "fallback_keeps_nothing: shop C is not "
      "it: every customer who ordered while payment hung waited out the timeouts"),
-    ({**RIGHT, "no_breaker": RIGHT["breaker_never_closes"]}, "one shop for two causes"),
+    ({**RIGHT, "no_breaker": RIGHT["breaker_never_closes"]}, "one shop for two symptoms"),
     ({**RIGHT, "no_breaker": "shop Z"}, "is not a shop of the table"),
-    ({"no_breaker": "shop C"}, "the four causes as keys"),
+    ({"no_breaker": "shop C"}, "a dict with these keys"),
 ])
 def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
     assert not q3.check(answer)

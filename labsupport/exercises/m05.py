@@ -42,6 +42,7 @@ from aiohttp import web
 from .. import evidence, progress
 from ..checks import (
     _MISSING,
+    Diagnosis,
     LearnerRaised,
     Mistake,
     NotYet,
@@ -773,33 +774,21 @@ def _partition_shows(partition: int) -> str:
             f"(end offset {writes:.0f}/s, committed {commits:.0f}/s): healthy")
 
 
-class _LagDiagnosisStep(Step):
-    def run(self, answer: Any) -> None:
-        if not isinstance(answer, dict) or set(answer) != {"hot", "stuck"}:
-            raise NotYet('lag_diagnosis should be a dict with two keys: {"hot": <partition>, '
-                         '"stuck": <partition>}, each a partition number.')
-        for key, value in answer.items():
-            if value not in _PLANS or isinstance(value, bool):
-                raise NotYet(f"{key}: {value!r} is not a partition of the table "
-                             f"({', '.join(map(str, _PLANS))}); give its number.")
-        truth = LAG_RUN.truth()
-        if answer["hot"] == answer["stuck"]:
-            raise NotYet(f"you named partition {answer['hot']} for both. Two different "
-                         "partitions show the two symptoms: compare how fast each one's end "
-                         "offset and committed offset move.")
-        if answer["hot"] != truth["hot"]:
-            raise NotYet(f"hot: {_partition_shows(answer['hot'])}. A hot partition is the one "
-                         "whose END offset climbs fastest (its keys send it the most orders), "
-                         "whatever its lag.")
-        if answer["stuck"] != truth["stuck"]:
-            raise NotYet(f"stuck: {_partition_shows(answer['stuck'])}. A stuck consumer shows "
-                         "as a COMMITTED offset that stops moving while the end offset goes on.")
+_LAG_DIAGNOSIS = Diagnosis(
+    name="lag_diagnosis", noun="partition", options=lambda: list(_PLANS),
+    truth=LAG_RUN.truth, shows=_partition_shows,
+    why={"hot": "A hot partition is the one whose END offset climbs fastest (its keys send "
+                "it the most orders), whatever its lag.",
+         "stuck": "A stuck consumer shows as a COMMITTED offset that stops moving while the "
+                  "end offset goes on."},
+    same_for_two="Two different partitions show the two symptoms: compare how fast each "
+                 "one's end offset and committed offset move.")
 
 
 q3 = Question(
     id="q3", module=MODULE, title="diagnose a lag table", name="lag_diagnosis",
     what='a dict {"hot": partition, "stuck": partition} naming two partitions of the table',
-    steps=[_LagDiagnosisStep()],
+    steps=[_LAG_DIAGNOSIS],
     hints=[
         "Lag = end offset - committed offset. Two different things make it grow: more "
         "messages arriving, or fewer being finished. Which column shows which?",

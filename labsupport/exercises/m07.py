@@ -40,7 +40,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import progress
-from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, Value, call_learner
+from ..checks import (
+    Diagnosis,
+    LearnerRaised,
+    Mistake,
+    NotYet,
+    Question,
+    Step,
+    Value,
+    call_learner,
+)
 from .m08 import Relaunch
 
 MODULE = "07"
@@ -632,34 +641,23 @@ def _what_it_shows(group: str) -> str:
             "together: healthy")
 
 
-class _DiagnosisStep(Step):
-    def run(self, answer: Any) -> None:
-        if not isinstance(answer, dict) or set(answer) != {"commits_first", "stalled"}:
-            raise NotYet('diagnosis should be a dict with two keys: {"commits_first": '
-                         '"<group>", "stalled": "<group>"}.')
-        for key, value in answer.items():
-            if value not in _GROUPS:
-                raise NotYet(f"{key}: {value!r} is not one of the groups in the table "
-                             f"({', '.join(_GROUPS)}).")
-        truth = STALENESS_RUN.truth()
-        if answer["commits_first"] == answer["stalled"]:
-            raise NotYet(f"you named {answer['stalled']} for both. Each of the two symptoms "
-                         "belongs to a different group: compare lag with staleness look by "
-                         "look for each one.")
-        if answer["commits_first"] != truth["commits_first"]:
-            raise NotYet(f"commits_first: {_what_it_shows(answer['commits_first'])}. The "
-                         "group that commits before it applies is the one whose staleness is "
-                         "ABOVE its lag (the lag says done while the view is behind).")
-        if answer["stalled"] != truth["stalled"]:
-            raise NotYet(f"stalled: {_what_it_shows(answer['stalled'])}. A stall shows as lag "
-                         "and staleness both climbing at the full write rate (10 events per "
-                         "0.5 s look) for a while, then dropping fast when it resumes.")
+_STALENESS_DIAGNOSIS = Diagnosis(
+    name="diagnosis", noun="group", options=lambda: list(_GROUPS),
+    truth=lambda: STALENESS_RUN.truth(), shows=_what_it_shows,
+    why={"commits_first": "The group that commits before it applies is the one whose "
+                          "staleness is ABOVE its lag (the lag says done while the view is "
+                          "behind).",
+         "stalled": "A stall shows as lag and staleness both climbing at the full write rate "
+                    "(10 events per 0.5 s look) for a while, then dropping fast when it "
+                    "resumes."},
+    same_for_two="Each of the two symptoms belongs to a different group: compare lag with "
+                 "staleness look by look for each one.")
 
 
 q3 = Question(
     id="q3", module=MODULE, title="diagnose a staleness and lag table", name="diagnosis",
     what='a dict {"commits_first": group, "stalled": group} naming two groups of the table',
-    steps=[_DiagnosisStep()],
+    steps=[_STALENESS_DIAGNOSIS],
     hints=[
         "Two numbers per group: lag comes from the broker (committed offsets), staleness from "
         "the view itself. Which of them can be larger when a consumer is honest?",

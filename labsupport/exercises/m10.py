@@ -28,7 +28,16 @@ from typing import Any
 from ..chaos import CRASH, ChaosSchedule, run_designs
 from ..checkout import Scoreboard, Sent, drain_recovery_s
 from ..checkout_sync import SyncCheckout
-from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, Value, call_learner
+from ..checks import (
+    Diagnosis,
+    LearnerRaised,
+    Mistake,
+    NotYet,
+    Question,
+    Step,
+    Value,
+    call_learner,
+)
 from ..errors import LabError
 from ..evidence import Estimate, quantile, share
 from ..latency import Constant, Normal, Spikes
@@ -535,33 +544,22 @@ class ShopsRun:
 SHOPS = ShopsRun()
 
 
-class _ShopsStep(Step):
-    def run(self, answer: Any) -> None:
-        names = SHOPS.names()
-        if not isinstance(answer, dict) or set(answer) != set(CAUSES):
-            raise NotYet("diagnosis should be a dict with the four causes as keys: "
-                         + ", ".join(f'"{c}": "<shop>"' for c in CAUSES) + ".")
-        for cause, shop in answer.items():
-            if shop not in names:
-                raise NotYet(f"{cause}: {shop!r} is not a shop of the table "
-                             f"({', '.join(names)}).")
-        if len(set(answer.values())) < len(answer):
-            raise NotYet("you named one shop for two causes: each shop has exactly one "
-                         "mistake.")
-        by_shop = {shop: cause for cause, shop in SHOPS.truth().items()}
-        for cause in CAUSES:   # in a fixed order, whatever the order of the learner's dict
-            shop = answer[cause]
-            if by_shop[shop] != cause:
-                raise NotYet(f"{cause}: {shop} is not it: {SYMPTOMS[by_shop[shop]]}, which is "
-                             f"{CAUSES[by_shop[shop]]}. {CAUSES[cause].capitalize()} shows as: "
-                             f"{SYMPTOMS[cause]}.")
+def _shop_shows(shop: str) -> str:
+    cause = {named: cause for cause, named in SHOPS.truth().items()}[shop]
+    return f"{shop} is not it: {SYMPTOMS[cause]}, which is {CAUSES[cause]}"
+
+
+_SHOPS_DIAGNOSIS = Diagnosis(
+    name="diagnosis", noun="shop", options=SHOPS.names, truth=SHOPS.truth, shows=_shop_shows,
+    why={cause: f"{CAUSES[cause].capitalize()} shows as: {SYMPTOMS[cause]}." for cause in CAUSES},
+    same_for_two="Each shop has exactly one mistake.")
 
 
 q3 = Question(
     id="q3", module=MODULE, title="read four scoreboards: which mistake made each one",
     name="diagnosis",
     what="a dict {cause: shop} for the four causes in CAUSES",
-    steps=[_ShopsStep()],
+    steps=[_SHOPS_DIAGNOSIS],
     hints=[
         "Each mistake leaves its own mark on a different column. Ask of each cause: what "
         "does it do to the customer's wait, to the money, to the orders, to the time after "
