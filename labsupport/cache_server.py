@@ -14,18 +14,15 @@ Clients use redis-py: ``redis.asyncio.from_url(cache_server.url())`` inside a se
 """
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from . import statefiles
 from .errors import LabError
 from .settings import state_dir
 
@@ -141,7 +138,7 @@ def down() -> CacheRecord | None:
         record = _read()
         if record and record.pid:
             _stop(record.pid)
-        _state_file().unlink(missing_ok=True)
+        statefiles.remove(STATE)
     return record
 
 
@@ -174,30 +171,19 @@ def _stop(pid: int, timeout: float = 5.0) -> None:
         pass
 
 
-def _state_file() -> Path:
-    return state_dir() / "cache.json"
+STATE = "cache.json"
 
 
 def _read() -> CacheRecord | None:
     try:
-        return CacheRecord(**json.loads(_state_file().read_text()))
-    except (OSError, ValueError, TypeError):
+        return CacheRecord(**statefiles.read_json(STATE))
+    except TypeError:
         return None
 
 
 def _write(record: CacheRecord) -> None:
-    path = _state_file()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record)))
-    tmp.replace(path)
+    statefiles.write_json(STATE, asdict(record))
 
 
-@contextmanager
-def _lock() -> Iterator[None]:
-    state_dir().mkdir(parents=True, exist_ok=True)
-    with open(state_dir() / "cache.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _lock() -> AbstractContextManager[None]:
+    return statefiles.locked("cache")

@@ -118,14 +118,14 @@ def test_learner_exception_in_a_notebook_cell_names_the_cell_line(progress_file)
     script = textwrap.dedent("""
         from IPython.testing.globalipapp import start_ipython
         ip = start_ipython()
-        ip.run_cell("from labsupport.exercises.m01 import q2")
-        ip.run_cell("def end_to_end_success(a):\\n    p = 1.0\\n    return p / len(a) * 0 + 1 / 0\\n")
-        ip.run_cell("q2.check()")
+        ip.run_cell("from labsupport.exercises.m03 import q1")
+        ip.run_cell("def full_jitter_ms(retry, base_ms, cap_ms, rng):\\n    p = 1.0\\n    return p / retry * 0 + 1 / 0\\n")
+        ip.run_cell("q1.check()")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
     assert "Your code raised ZeroDivisionError" in result.stdout, result.stderr
-    assert "at line 3 of your cell (in end_to_end_success): return p / len(a) * 0 + 1 / 0" \
+    assert "at line 3 of your cell (in full_jitter_ms): return p / retry * 0 + 1 / 0" \
         in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 

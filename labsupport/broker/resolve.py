@@ -6,11 +6,9 @@
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 
-from ..settings import state_dir
+from .. import statefiles
 from . import embedded, net, state
 
 FIX_UP = "run `python -m labsupport broker up` (or `make lab`) and re-run this cell"
@@ -40,15 +38,9 @@ def resolve(start: bool = True) -> state.BrokerRecord | None:
         return recorded() or embedded.start()
 
 
-@contextlib.contextmanager
 def _lock():
     # Two kernels starting at once must not start two brokers.
-    with open(state_dir() / "broker.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return statefiles.locked("broker")
 
 
 def fix_for(record: state.BrokerRecord) -> str:

@@ -5,11 +5,10 @@ Kernels and the command line read the same file, so a broker started by
 """
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import statefiles
 from ..settings import state_dir
 
 
@@ -31,20 +30,16 @@ def state_file() -> Path:
 def read() -> BrokerRecord | None:
     """The recorded broker, or ``None`` when there is none (or the file is unreadable)."""
     try:
-        data = json.loads(state_file().read_text())
-        return BrokerRecord(**data)
-    except (OSError, ValueError, TypeError):
+        return BrokerRecord(**statefiles.read_json(state_file().name))
+    except TypeError:
         return None
 
 
 def write(record: BrokerRecord) -> None:
     """Record ``record`` atomically so a concurrent reader never sees half a file."""
-    path = state_file()
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record)))
-    tmp.replace(path)
+    statefiles.write_json(state_file().name, asdict(record))
 
 
 def clear() -> None:
     """Forget the recorded broker."""
-    state_file().unlink(missing_ok=True)
+    statefiles.remove(state_file().name)
