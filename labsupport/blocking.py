@@ -6,6 +6,7 @@ learner likes without starting new servers.
 """
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,12 +14,14 @@ from statistics import NormalDist
 
 from .dashboard import PALETTE, Dashboard, LiveView, latency_histogram, set_controls
 from .errors import require
-from .evidence import Estimate, share
+from .evidence import Estimate, quantile, share
 from .faults import Faults
 from .lab import Lab, LoadRun
-from .latency import Constant, LatencyModel, LogNormal, Normal, as_model
+from .latency import Constant, LatencyModel, LogNormal, Normal, Spikes, as_model
+from .load import Shot, fire
 from .metrics import Recorder, percentile
-from .services import Service
+from .services import Service, fetch
+from .settings import to_wall
 
 
 def latency_model(kind: str, mean_ms: float, spread_ms: float) -> LatencyModel:
@@ -45,6 +48,63 @@ def expected_ms(model: LatencyModel) -> float:
         unit = NormalDist()
         return model.mean * unit.cdf(z) + model.sd * unit.pdf(z)
     return model.mean_ms()
+
+
+@dataclass
+class TwinGaps:
+    """What the users of a chain and of two twins waited, round by round (ms).
+
+    The *steady* twin's services always take their true mean; the *one-varied* twin is steady
+    except its first service, which draws like the chain's first service.
+    """
+
+    chain_ms: list[float]
+    steady_ms: list[float]
+    one_ms: list[float]
+    one_model: LatencyModel
+
+    @property
+    def gaps(self) -> list[float]:
+        """The chain's wait minus the steady twin's, round by round."""
+        return [a - b for a, b in zip(self.chain_ms, self.steady_ms, strict=True)]
+
+    @property
+    def one_gaps(self) -> list[float]:
+        """The one-varied twin's wait minus the steady twin's: one service's variation."""
+        return [a - b for a, b in zip(self.one_ms, self.steady_ms, strict=True)]
+
+    def one_true_ms(self, q: float = 0.99) -> float:
+        """What the one-varied gaps' ``q`` quantile would be with no lab noise: the model's."""
+        return self.one_model.quantile_ms(q) - expected_ms(self.one_model)
+
+    def noise_ms(self, q: float = 0.99) -> float:
+        """How far the lab's noise pushed a known gap quantile up: the upper end of the
+        one-varied gaps' ``q`` quantile interval minus its true value (0 when it did not).
+
+        The noise that does not cancel between twins grows with how long one waited longer
+        than the other; a narrower spread is pushed at least as far, so this is a safe margin
+        for the chain's gaps too, and it grows on a busy machine.
+        """
+        return max(0.0, quantile(self.one_gaps, q).high - self.one_true_ms(q))
+
+    def extend(self, more: TwinGaps) -> TwinGaps:
+        """Pool ``more`` rounds into these (for a claim that asks for more samples)."""
+        for mine, theirs in ((self.chain_ms, more.chain_ms), (self.steady_ms, more.steady_ms),
+                             (self.one_ms, more.one_ms)):
+            mine.extend(theirs)
+        return self
+
+    def summary(self, q: float = 0.99) -> str:
+        def ms(samples: list[float]) -> str:
+            est = quantile(samples, q)
+            return f"{est.value:.0f} ms ({est.low:.0f} to {est.high:.0f})"
+
+        p = f"p{q * 100:g}"
+        return (f"{len(self.gaps)} rounds. Users waited {p} {ms(self.chain_ms)} on the chain, "
+                f"{ms(self.steady_ms)} on the steady twin. Gap chain - steady twin: {p} "
+                f"{ms(self.gaps)}. Known gap, one-varied twin - steady twin: {p} "
+                f"{ms(self.one_gaps)}, true {self.one_true_ms(q):.0f} ms: the lab's noise "
+                f"adds up to {self.noise_ms(q):.0f} ms.")
 
 
 class ChainExperiment:
@@ -86,6 +146,67 @@ class ChainExperiment:
     def overhead_ms(self) -> float:
         """The lab's own cost of a call through this chain (see :meth:`Lab.overhead_ms`)."""
         return self.lab.overhead_ms(self.entry)
+
+    def side_by_side(self, twins: Sequence[Sequence[LatencyModel | float]],
+                     requests: int = 1000, users: int = 4) -> list[list[float]]:
+        """``users`` users each send a request to this chain and, at the same moment, one to
+        each twin chain (twin ``k``'s ``i``-th service draws ``twins[k][i]``), wait for every
+        answer and go again, ``requests`` rounds in all. Returns what the users of each chain
+        waited (ms): this chain first, then the twins.
+
+        A round leaves together and meets the same hiccups of the machine, so compare the
+        lists request by request. Users who wait for their answers (a closed loop) send less
+        when the machine is slow, so the lab never drowns in its own traffic. A failed call
+        counts as endless.
+        """
+        require(isinstance(requests, int) and requests >= 1, "requests must be 1 or more.")
+        require(all(len(twin) == self.n for twin in twins),
+                f"give each twin one latency per service ({self.n}).")
+        entries = [self.entry]
+        made: list[Service] = []
+        for k, models in enumerate(twins, start=1):
+            twin = self.lab.chain(self.n, 0, prefix=f"{self.entry.name}_twin{k}_")
+            for svc, model in zip(twin, models, strict=True):
+                svc.set(latency=as_model(model))
+            entries.append(twin[0])
+            made += twin
+        rounds: list[list[float]] = []
+
+        async def one(url: str) -> float:
+            answer = await fetch(self.lab.session, url, None)
+            return answer["ms"] if 200 <= answer["status"] < 300 else math.inf
+
+        async def user() -> None:
+            while len(rounds) < requests:
+                rounds.append([])  # claim a slot before waiting
+                slot = len(rounds) - 1
+                rounds[slot] = list(await asyncio.gather(*(one(s.url) for s in entries)))
+
+        async def everyone() -> None:
+            await asyncio.gather(*(user() for _ in range(min(users, requests))))
+
+        try:
+            self.lab.run(everyone())
+        finally:
+            for svc in made:
+                self.lab.remove(svc.name)
+        return [list(column) for column in zip(*rounds, strict=True)]
+
+    def steady_twin_gaps(self, requests: int = 1000, users: int = 4) -> TwinGaps:
+        """This chain beside a *steady twin*, whose services always take their true mean, and
+        a *one-varied twin*, steady except that its first service draws like this chain's
+        first service (see :meth:`side_by_side` and :class:`TwinGaps`).
+
+        Round by round, this chain's wait minus the steady twin's is the chain's own
+        variation around the sum of the means: the lab's overhead and a busy machine's
+        hiccups slow both alike and mostly cancel. The one-varied twin's gap has a known
+        answer (one service's variation), so it shows how much noise did not cancel.
+        """
+        chain = self.services[: self.n]
+        steady = [Constant(expected_ms(s.latency)) for s in chain]
+        one = [chain[0].latency, *steady[1:]]
+        chain_ms, steady_ms, one_ms = self.side_by_side([steady, one], requests, users)
+        return TwinGaps(chain_ms, steady_ms, one_ms, chain[0].latency)
 
     def start(self, rate: float = 10, duration: float = 3) -> LoadRun:
         """Open-loop traffic into the chain in the background."""
@@ -227,8 +348,6 @@ class TailAtScale:
 
     def __init__(self, lab: Lab, max_n: int = 100, p_slow: float = 0.01,
                  fast_ms: float = 5, slow_ms: float = 300) -> None:
-        from .latency import Spikes
-
         self.lab, self.p_slow, self.fast_ms, self.slow_ms = lab, p_slow, fast_ms, slow_ms
         model = Spikes(Constant(fast_ms), Constant(slow_ms), p=p_slow)
         self.root, self.leaves = lab.fan_out(max_n, model, name="tail")
@@ -336,3 +455,127 @@ class AvailabilityChain:
         ax.bar(names, values, color=colors)
         ax.set_ylim(min(values + [0.8]) - 0.02, 1.0)
         ax.set_ylabel("share of requests that succeed")
+
+
+# ----- hedged requests (The Tail at Scale's remedy) -------------------------------------------
+HEDGE_LEAF = Spikes(LogNormal(30, 0.3), Constant(1000), p=0.03)
+"""A leaf with a slow tail: usually about 30 ms, 3% of the time 1 s (a GC pause, a cold
+cache, a busy neighbour: independent of the request, so a second copy is usually fast)."""
+BUSY_LEAF = LogNormal(50, 0.3)
+"""A leaf with no slow tail, for the run near capacity (one worker: about 19 calls/s)."""
+
+
+@dataclass
+class HedgeRun:
+    """One schedule sent to both designs at the same moments (model ms from the send).
+
+    ``hedges`` counts the second copies the caller sent; ``leaf_calls`` counts the calls the
+    hedged design's leaf received (its own counter), ``plain_leaf_ms`` what each plain call
+    to the leaf took as the caller saw it.
+    """
+
+    hedge_after_ms: float
+    plain_ms: list[float]
+    hedged_ms: list[float]
+    plain_leaf_ms: list[float]
+    hedges: int
+    leaf_calls: int
+
+    @property
+    def requests(self) -> int:
+        return len(self.hedged_ms)
+
+    def extra_calls(self) -> Estimate:
+        """The share of extra calls the hedged design's leaf received (its own count)."""
+        return share(self.leaf_calls - self.requests, self.requests)
+
+    def slower_than_hedge(self) -> Estimate:
+        """The share of plain leaf calls slower than the hedge delay: the predicted hedges."""
+        return share(sum(ms > self.hedge_after_ms for ms in self.plain_leaf_ms),
+                     len(self.plain_leaf_ms))
+
+    def summary(self) -> str:
+        def tail(samples: list[float]) -> str:
+            return (f"p50 {quantile(samples, 0.5).value:.0f}, p99 {quantile(samples, 0.99).value:.0f}"
+                    f", p99.9 {quantile(samples, 0.999).value:.0f} ms")
+
+        return (f"{self.requests} requests, hedge after {self.hedge_after_ms:.0f} ms. Plain: "
+                f"{tail(self.plain_ms)}. Hedged: {tail(self.hedged_ms)}; {self.hedges} second "
+                f"copies sent, the leaf received {self.leaf_calls} calls "
+                f"({self.extra_calls().value:.1%} extra).")
+
+
+class HedgeExperiment:
+    """A caller that reaches one slow-tailed leaf two ways, side by side.
+
+    ``/plain`` calls its leaf once. ``/hedged`` calls its own twin leaf and, if no answer
+    came within ``hedge_after_ms``, sends a second copy and takes whichever answers first;
+    the loser's request is cancelled on the caller's side. (The leaf does not notice: an
+    aiohttp server keeps running a handler whose client went away, its default
+    ``handler_cancellation=False``, so the loser's work still holds a worker until it ends.)
+    """
+
+    def __init__(self, lab: Lab, latency: LatencyModel = HEDGE_LEAF, workers: int = 100,
+                 name: str = "hedge") -> None:
+        from aiohttp import web
+
+        self.lab, self.hedge_after_ms, self.hedges = lab, 0.0, 0
+        self.plain_leaf = lab.service(f"{name}_leaf_plain", latency, workers=workers)
+        self.hedged_leaf = lab.service(f"{name}_leaf_hedged", latency, workers=workers)
+        self._web = web
+        self.caller = lab.service(f"{name}_caller", 0, routes={"/plain": self._plain,
+                                                                "/hedged": self._hedged})
+
+    def set_workers(self, workers: int) -> None:
+        """Give both leaves a pool of ``workers`` (few workers: the leaves near capacity)."""
+        for leaf in (self.plain_leaf, self.hedged_leaf):
+            leaf.set(workers=workers)
+
+    async def _plain(self, request):
+        answer = await fetch(self.lab.session, self.plain_leaf.url, None)
+        return self._web.json_response({"leaf_ms": answer["ms"]},
+                                       status=answer["status"] if answer["status"] > 0 else 504)
+
+    async def _hedged(self, request):
+        first = asyncio.create_task(fetch(self.lab.session, self.hedged_leaf.url, None))
+        done, _ = await asyncio.wait({first}, timeout=to_wall(self.hedge_after_ms / 1000))
+        if not done:
+            self.hedges += 1
+            second = asyncio.create_task(fetch(self.lab.session, self.hedged_leaf.url, None))
+            done, pending = await asyncio.wait({first, second},
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for loser in pending:
+                loser.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        status = next(iter(done)).result()["status"]
+        return self._web.json_response({}, status=status if status > 0 else 504)
+
+    def calibrate(self, requests: int = 200, q: float = 0.95, users: int = 4) -> float:
+        """Measure the plain leaf's ``q`` quantile as the caller sees it (a few users at a
+        time, so no line forms) and hedge after that; returns it in ms."""
+        record = self.lab.closed_loop(self.caller, users, requests, path="plain",
+                                      progress=False)
+        self.hedge_after_ms = record.percentile(q * 100)
+        return self.hedge_after_ms
+
+    def run(self, rate: float = 15, requests: int = 1000) -> HedgeRun:
+        """The same open-loop schedule to ``/plain`` and ``/hedged`` at the same moments."""
+        require(self.hedge_after_ms > 0, "measure the hedge delay first: calibrate()")
+        times = [i / rate for i in range(requests)]
+        self.hedges = 0
+        self.hedged_leaf.reset_counts()
+
+        async def both() -> list[list[Shot]]:
+            start = asyncio.get_running_loop().time()
+            return list(await asyncio.gather(
+                *(fire(self.lab.session, self.caller.url + path, times, start=start)
+                  for path in ("plain", "hedged"))))
+
+        plain, hedged = self.lab.run(both())
+
+        def waited(shots: list[Shot]) -> list[float]:
+            return [s.ms for s in shots]  # a failure counts at the time it took
+
+        leaf_ms = [(s.body or {}).get("leaf_ms", math.inf) for s in plain]
+        return HedgeRun(self.hedge_after_ms, waited(plain), waited(hedged), leaf_ms,
+                        self.hedges, self.hedged_leaf.received)

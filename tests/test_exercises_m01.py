@@ -35,7 +35,7 @@ def verdict(question, answer, capsys) -> tuple[bool, str]:
 def test_the_module_declares_q1_to_q4():
     assert declared_questions()["01"] == ["q1", "q2", "q3", "q4"]
     assert [q.name for q in (q1, q2, q3, q4)] == [
-        "chain_p99_ms", "end_to_end_success", "slow_share", "fetch_all"]
+        "chain_p99_ms", "each_availability", "max_fan_out", "fetch_all"]
     assert all(len(q.hints) == 3 and q._solution for q in (q1, q2, q3, q4))
 
 
@@ -60,54 +60,65 @@ def test_q1_wrong_answers(wrong, message, capsys):
     assert not ok and out.startswith("Not yet:") and message in out
 
 
-# ----- q2 ----------------------------------------------------------------------------------
+# ----- q2: availability, run backwards ------------------------------------------------------
 def test_q2_solution_passes(capsys):
-    assert verdict(q2, solution_namespace(q2)["end_to_end_success"], capsys)[0]
+    answer = solution_namespace(q2)["each_availability"]
+    assert answer ** 8 == pytest.approx(0.999, abs=1e-12)
+    assert verdict(q2, answer, capsys)[0]
 
 
-def test_q2_the_cases_include_the_course_numbers():
-    cases = {tuple(c.args[0]): c.expected for c in q2.steps[0].cases}
-    assert cases[(0.999,) * 10] == pytest.approx(0.99004, abs=1e-5)
-    assert cases[(0.9, 0.5)] == pytest.approx(0.45)
-    assert cases[()] == 1.0 and cases[(1.0,) * 5] == 1.0
+@pytest.mark.parametrize("right", [0.999 ** (1 / 8), 1 - 0.001 / 8, math.exp(math.log(0.999) / 8)])
+def test_q2_accepts_every_correct_method(right, capsys):
+    """The root, the split failure budget (5e-8 away) and logarithms all pass."""
+    assert verdict(q2, right, capsys)[0]
 
 
 @pytest.mark.parametrize("wrong, message", [
-    (lambda a: min(a), "that is the weakest link (min)"),
-    (lambda a: sum(a) / len(a), "that is the average availability"),
-    (lambda a: 1 - sum(1 - x for x in a), "(the union bound)"),
-    (lambda a: 100 * math.prod(a), "that looks like a percentage"),
-    (lambda a: math.prod(a) if a else 0.0, "end_to_end_success([]) returned 0, expected 1"),
+    (0.999, "that is the end-to-end target itself"),
+    (0.999 ** 8, "The question runs the other way"),
+    (1 - 8 * 0.001, "The question runs the other way"),
+    (0.999 / 8, "you divided the availability by 8"),
+    (1 - 0.001 ** (1 / 8), "you took the root of the failure rate"),
+    (99.987, "that looks like a percentage"),
+    (0.9999, "it is not the lowest that still does"),
+    (0.99987, "rounded too far"),
 ])
 def test_q2_wrong_answers(wrong, message, capsys):
     ok, out = verdict(q2, wrong, capsys)
-    assert not ok and message in out
+    assert not ok and message in out, out
 
 
-# ----- q3 ----------------------------------------------------------------------------------
+# ----- q3: the widest fan-out, run backwards -------------------------------------------------
 def test_q3_solution_passes(capsys):
-    ok, out = verdict(q3, solution_namespace(q3)["slow_share"], capsys)
-    assert ok, out
+    answer = solution_namespace(q3)["max_fan_out"]
+    assert answer == 52 and 1 - 0.998 ** 52 < 0.10 <= 1 - 0.998 ** 53
+    assert verdict(q3, answer, capsys)[0]
 
 
-def test_q3_the_cases_include_the_course_numbers():
-    cases = {(c.args, tuple(c.kwargs.items())): c.expected for c in q3.steps[0].cases}
-    assert cases[((1,), ())] == pytest.approx(0.01)
-    assert round(cases[((100,), ())], 4) == 0.634
-    assert cases[((0,), ())] == 0.0
-    assert cases[((50,), (("p_slow", 0.0),))] == 0.0
+def simulated_max_fan_out() -> int:
+    """Another correct method: grow N until the exact share reaches 10%."""
+    n = 1
+    while 1 - 0.998 ** (n + 1) < 0.10:
+        n += 1
+    return n
+
+
+def test_q3_accepts_a_search_as_well_as_the_formula(capsys):
+    assert verdict(q3, simulated_max_fan_out(), capsys)[0]
+    assert verdict(q3, 52.0, capsys)[0]
 
 
 @pytest.mark.parametrize("wrong, message", [
-    (lambda n, p_slow=0.01: n * p_slow, "that is n · p_slow"),
-    (lambda n, p_slow=0.01: (1 - p_slow) ** n, "the share of requests with NO slow leaf"),
-    (lambda n, p_slow=0.01: p_slow ** n, "the chance that ALL leaves are slow"),
-    (lambda n, p_slow=0.01: 100 * (1 - (1 - p_slow) ** n), "that looks like a percentage"),
-    (lambda n, p_slow: 1 - (1 - p_slow) ** n, "TypeError"),
+    (50, "N · p counts a request with two slow leaves twice"),
+    (53, "one too many"),
+    (math.log(0.9) / math.log(0.998), "a fan-out is a whole number of leaves"),
+    (math.ceil(math.log(0.1) / math.log(0.998)), "makes only 10% of requests FAST"),
+    (10, "the answer for leaves slow 1% of the time"),
+    ("52", "the answer should be a number"),
 ])
 def test_q3_wrong_answers(wrong, message, capsys):
     ok, out = verdict(q3, wrong, capsys)
-    assert not ok and message in out
+    assert not ok and message in out, out
 
 
 # ----- q4: real services -----------------------------------------------------------------

@@ -151,3 +151,25 @@ def test_q3_reuses_the_learners_lab_and_leaves_it_as_it_was(capsys):
         assert verdict(q3, solution_namespace(q3)["protect"], capsys)[0]
         assert list(lab.services) == ["mine"] and not lab.closed
         assert lab.call(mine).status == 200
+
+
+def _healthy(failures: int, calls: int = 300):
+    from labsupport.metrics import Recorder
+
+    record = Recorder("healthy")
+    for i in range(calls):
+        record.record(i / 100, 50.0, 0 if i < failures else 200)
+    return record
+
+
+def test_a_busy_machine_does_not_blame_a_sensible_timeout():
+    """30 of 300 healthy calls lost: with a timeout above the healthy p99 that is the
+    machine (the timeout itself cuts ~0.5%); with one at the p90 it is the timeout."""
+    from labsupport.cascading import ProtectionReport, downstream_p99_ms
+
+    p99 = downstream_p99_ms()
+    sensible = ProtectionReport(1.2 * p99, 4, 10, p99, _healthy(30))
+    tight = ProtectionReport(150, 4, 10, p99, _healthy(30))
+    assert sensible.timeout_loss() < 0.01 and not sensible.healthy_too_lossy()
+    assert tight.timeout_loss() > 0.05 and tight.healthy_too_lossy()
+    assert not ProtectionReport(150, 4, 10, p99, _healthy(3)).healthy_too_lossy()

@@ -5,8 +5,10 @@
     from labsupport.exercises.m01 import q1, q2, q3, q4
 
 * ``q1``: a number ``chain_p99_ms``, the p99 of three Normal(100, 20) ms services in series.
-* ``q2``: a function ``end_to_end_success(availabilities)``.
-* ``q3``: a function ``slow_share(n, p_slow=0.01)``.
+* ``q2``: a number ``each_availability``: what each of 8 services in a chain needs for 99.9%
+  end to end (availability multiplies, run backwards).
+* ``q3``: a number ``max_fan_out``: the widest fan-out whose slow share stays under 10% when
+  each leaf is slow 0.2% of the time (the tail at scale, run backwards).
 * ``q4``: an async function ``fetch_all(session, urls, timeout_s)``; ``timeout_s`` is in
   wall-clock seconds (the checker converts the lab's model times for you).
 """
@@ -16,7 +18,6 @@ import asyncio
 import inspect
 import itertools
 import math
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from statistics import NormalDist
 from typing import Any
 
 from .. import settings
-from ..checks import Case, Cases, LearnerRaised, Mistake, NotYet, Question, Step, Value
+from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, Value
 
 MODULE = "01"
 Z99 = NormalDist().inv_cdf(0.99)  # 2.3263...
@@ -61,101 +62,105 @@ q1 = Question(
 )
 
 
-# ----- q2: availability multiplies ------------------------------------------------------------
-def _success(availabilities: list[float]) -> float:
-    return math.prod(availabilities)
+# ----- q2: the availability each service needs ----------------------------------------------
+CHAIN_SERVICES = 8
+TARGET = 0.999
+EACH_NEEDED = TARGET ** (1 / CHAIN_SERVICES)      # 0.9998749...
+# 1 - (1 - TARGET) / 8 (splitting the failure budget) is 5e-9 away: accepted as well.
+EACH_TOLERANCE = 2.5e-6                            # 2% of the 0.000125 failure budget each
 
 
-def _random_availabilities(seed: int) -> list[float]:
-    rng = random.Random(seed)
-    return [round(rng.uniform(0.9, 0.99999), 5) for _ in range(rng.randint(2, 8))]
+def _above_needed(got: float) -> bool:
+    return EACH_NEEDED + EACH_TOLERANCE < got < 1
 
-
-_Q2_INPUTS = [[0.9, 0.5], [0.999] * 10, [0.99, 0.95, 0.999]] + \
-    [_random_availabilities(seed) for seed in (1, 2, 3)] + [[], [1.0] * 5, [0.8]]
 
 q2 = Question(
-    id="q2", module=MODULE, title="availability multiplies along a chain",
-    name="end_to_end_success",
-    what="a function end_to_end_success(availabilities) -> float",
-    steps=[Cases([Case((list(a),), _success(a)) for a in _Q2_INPUTS],
-                 name="end_to_end_success", rel=1e-6, mistakes=[
-        Mistake("that is the weakest link (min). Every service must succeed, so even the "
-                "strong ones take their share: multiply the availabilities.",
-                like=lambda a: min(a)),
-        Mistake("that is the average availability. The request needs every service to "
-                "succeed: multiply the availabilities.",
-                like=lambda a: sum(a) / len(a)),
-        Mistake("that is 1 minus the sum of the failure rates (the union bound): close for "
-                "tiny failure rates, but not the exact answer, and it can go below 0. "
-                "Multiply the availabilities.",
-                like=lambda a: 1 - sum(1 - x for x in a), rel=1e-7),
-        Mistake("that looks like a percentage. Return a probability between 0 and 1.",
-                like=lambda a: 100 * math.prod(a)),
+    id="q2", module=MODULE, title="the availability each service of a chain needs",
+    name="each_availability",
+    what=f"a number between 0 and 1: the lowest availability each of {CHAIN_SERVICES} services "
+         f"in a synchronous chain needs for {TARGET:.1%} end to end",
+    steps=[Value(EACH_NEEDED, abs_=EACH_TOLERANCE, mistakes=[
+        Mistake("that looks like a percentage. Give a share between 0 and 1 (0.99 for 99%).",
+                when=lambda got: 1 < got <= 100),
+        Mistake(f"that is the end-to-end target itself. {CHAIN_SERVICES} services at 99.9% "
+                f"each give only 0.999^{CHAIN_SERVICES} = {TARGET ** CHAIN_SERVICES:.2%}: "
+                "each must do better than the whole.", like=TARGET, rel=1e-7),
+        Mistake(f"that is what the chain gives when each service has 99.9% "
+                f"(0.999^{CHAIN_SERVICES}, or 1 − {CHAIN_SERVICES} × 0.001). The question runs "
+                "the other way: from the chain's target back to each service.",
+                like=TARGET ** CHAIN_SERVICES, rel=1e-3),
+        Mistake(f"you divided the availability by {CHAIN_SERVICES}. Availabilities multiply, "
+                f"so undo a product of {CHAIN_SERVICES} equal factors with a root (or split "
+                "the failure budget 0.001, not the availability).",
+                like=TARGET / CHAIN_SERVICES),
+        Mistake(f"you took the root of the failure rate, 0.001^(1/{CHAIN_SERVICES}). It is the "
+                "successes that multiply along the chain: take the root of 0.999.",
+                like=1 - (1 - TARGET) ** (1 / CHAIN_SERVICES)),
+        Mistake(f"that is enough ({CHAIN_SERVICES} services at that level give more than "
+                f"{TARGET:.1%}), but it is not the lowest that still does: solve "
+                f"a^{CHAIN_SERVICES} = {TARGET} for a.", when=_above_needed),
+        Mistake("close, but rounded too far: each service's failure budget is only about "
+                "0.000125, so keep at least six decimals (compute it with Python).",
+                when=lambda got: abs(got - EACH_NEEDED) < 5e-5),
     ])],
     hints=[
-        "The request succeeds only if the first service succeeds AND the second AND ... "
-        "AND the last.",
-        "For independent events, the probability that all of them happen is the product "
-        "of their probabilities. An empty chain always succeeds.",
-        "Return math.prod(availabilities): 0.999 ** 10 ≈ 0.990, so ten 'three nines' "
-        "services give only 'two nines'.",
+        "A request succeeds only if every one of the services succeeds, so the chain's "
+        "availability is the product of theirs. Here all are equal: the chain gives a^8.",
+        f"Solve a^{CHAIN_SERVICES} = {TARGET} for a (a root), or, nearly the same for small "
+        f"failure rates, give each service an equal share of the failure budget 1 − {TARGET}.",
+        f"each_availability = {TARGET} ** (1 / {CHAIN_SERVICES})  # about 0.999875",
     ],
-    success="availability multiplies: ten services at 99.9% give 99.0% end to end.",
+    success=f"each of {CHAIN_SERVICES} services needs about {EACH_NEEDED:.4%}: a failure rate "
+            f"of about 1 in 8,000, eight times stricter than the 1 in 1,000 the user gets.",
 )
 
 
-# ----- q3: tail at scale ------------------------------------------------------------------------
-def _slow_share(n: int, p_slow: float = 0.01) -> float:
-    return 1 - (1 - p_slow) ** n
+# ----- q3: the widest fan-out with a small slow share --------------------------------------------
+P_SLOW = 0.002        # each leaf is slow 0.2% of the time
+SLOW_SHARE_MAX = 0.10
 
 
-def _random_fanouts(seed: int) -> tuple[int, float]:
-    rng = random.Random(seed)
-    return rng.randint(2, 500), round(rng.uniform(0.001, 0.2), 4)
+def _slow(n: float) -> float:
+    return 1 - (1 - P_SLOW) ** n
 
 
-def _q3_case(n: int, p: float | None) -> Case:
-    if p is None:
-        return Case((n,), _slow_share(n))
-    return Case((n,), _slow_share(n, p), kwargs={"p_slow": p})
-
-
-def _q3_mistake_args(case: Case) -> tuple[int, float]:
-    return case.args[0], case.kwargs.get("p_slow", 0.01)
-
-
-_Q3_CASES = ([_q3_case(100, None), _q3_case(1, None), _q3_case(10, 0.05)]
-             + [_q3_case(*_random_fanouts(seed)) for seed in (1, 2, 3)]
-             + [_q3_case(0, None), _q3_case(50, 0.0), _q3_case(5, 1.0)])
-
+MAX_FAN_OUT = math.floor(math.log(1 - SLOW_SHARE_MAX) / math.log(1 - P_SLOW))   # 52
+assert _slow(MAX_FAN_OUT) < SLOW_SHARE_MAX <= _slow(MAX_FAN_OUT + 1)
 
 q3 = Question(
-    id="q3", module=MODULE, title="the share of fan-out requests that see a slow leaf",
-    name="slow_share",
-    what="a function slow_share(n, p_slow=0.01) -> float",
-    steps=[Cases(_Q3_CASES, name="slow_share", rel=1e-6, mistake_args=_q3_mistake_args, mistakes=[
-        Mistake("that is n · p_slow, which grows in a straight line and passes 1 for large n. "
-                "Count the requests with NO slow leaf first.",
-                like=lambda n, p: n * p),
-        Mistake("that is the share of requests with NO slow leaf. The question asks for the "
-                "others: 1 minus that.",
-                like=lambda n, p: (1 - p) ** n),
-        Mistake("that is p_slow ** n, the chance that ALL leaves are slow. One slow leaf is "
-                "enough to make the request slow.",
-                like=lambda n, p: p ** n),
-        Mistake("that looks like a percentage. Return a share between 0 and 1.",
-                like=lambda n, p: 100 * (1 - (1 - p) ** n)),
+    id="q3", module=MODULE, title="the widest fan-out that keeps slow requests rare",
+    name="max_fan_out",
+    what=f"a whole number: the largest N leaves per request, each slow {P_SLOW:.1%} of the "
+         f"time, that keeps the share of slow requests under {SLOW_SHARE_MAX:.0%}",
+    steps=[Value(MAX_FAN_OUT, mistakes=[
+        Mistake(f"that is {SLOW_SHARE_MAX:g} / {P_SLOW:g}: N · p counts a request with two slow "
+                "leaves twice. Use the exact share 1 − (1 − p)^N; it grows a little slower, so "
+                "a few more leaves fit.", like=SLOW_SHARE_MAX / P_SLOW, rel=1e-9),
+        Mistake(f"one too many: at that N the share is {_slow(MAX_FAN_OUT + 1):.2%}, already "
+                f"over {SLOW_SHARE_MAX:.0%}. You want the last N under the limit, not the first "
+                "one over it (round down).", like=MAX_FAN_OUT + 1, rel=1e-9),
+        Mistake("a fan-out is a whole number of leaves. Which whole N is the largest that stays "
+                "under the limit?", when=lambda got: got != int(got)),
+        Mistake(f"that N makes only {SLOW_SHARE_MAX:.0%} of requests FAST: you solved "
+                f"(1 − p)^N = {SLOW_SHARE_MAX:g}. The slow share is 1 − (1 − p)^N; keep that "
+                f"under {SLOW_SHARE_MAX:g}.",
+                when=lambda got: abs(got - math.log(SLOW_SHARE_MAX) / math.log(1 - P_SLOW)) < 2),
+        Mistake(f"that is the answer for leaves slow 1% of the time. Here each leaf is slow "
+                f"{P_SLOW:.1%} of the time (p = {P_SLOW:g}).",
+                like=math.floor(math.log(1 - SLOW_SHARE_MAX) / math.log(0.99)), rel=1e-9),
     ])],
     hints=[
-        "The request waits for all n leaves, so it is slow as soon as at least one leaf is "
-        "slow. 'At least one' is easier through its opposite.",
-        "The request is fast only if every leaf is fast: each with probability 1 - p_slow, "
-        "independently.",
-        "slow share = 1 - (1 - p_slow) ** n. At n = 100 and p_slow = 0.01 that is 0.634: "
-        "most requests are slow although 99% of leaf calls are fast.",
+        "A request waits for all its leaves, so it is slow as soon as one leaf is slow: the "
+        "slow share at N leaves is 1 − (1 − p)^N, and it grows with N.",
+        f"Solve 1 − (1 − p)^N < {SLOW_SHARE_MAX:g} for N: take logarithms (careful, log(1 − p) "
+        "is negative and flips the inequality), or try N = 1, 2, 3, ... until the share "
+        "reaches the limit.",
+        f"math.floor(math.log(1 - {SLOW_SHARE_MAX:g}) / math.log(1 - {P_SLOW:g})), "
+        "then check that N gives under 10% and N + 1 does not.",
     ],
-    success="1 − (1 − p)^n: at 100 leaves, 63% of requests wait for a slow one.",
+    success=f"at most {MAX_FAN_OUT} leaves: {_slow(MAX_FAN_OUT):.2%} of requests slow, and "
+            f"{MAX_FAN_OUT + 1} would give {_slow(MAX_FAN_OUT + 1):.2%}. A rare slow leaf "
+            "limits how wide a synchronous fan-out can go.",
 )
 
 
@@ -190,8 +195,7 @@ def _scratch_lab() -> Iterator[tuple[Any, Callable[..., Any]]]:
             lab.close()
         else:
             for svc in made:
-                lab.run(svc.stop(), timeout=10)
-                lab.services.pop(svc.name, None)
+                lab.remove(svc.name)
 
 
 @dataclass

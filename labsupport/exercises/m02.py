@@ -18,6 +18,7 @@ from typing import Any
 from ..cascading import (
     A_WORK_MS,
     PROTECT_HEALTHY_CALLS,
+    PROTECT_HEALTHY_FAIL_MAX,
     PROTECT_LOCAL_RATE,
     PROTECT_RATE,
     PROTECT_SLOW_MS,
@@ -82,8 +83,9 @@ q2 = Question(
 
 
 # ----- q3: protect A ------------------------------------------------------------------------------
-HEALTHY_FAIL_MAX = 0.03      # a timeout may cost at most 3% of healthy calls
-LOCAL_P99_MAX = 300.0        # /local's p99 (failures count at 1 s); healthy it is ~30 ms
+# /local's p99 (failures count at their 1 s timeout): about 30 ms healthy, up to ~400 ms on a
+# busy laptop at a small time scale (the lab's own scheduling), 1 s and more in a collapse.
+LOCAL_P99_MAX = 600.0
 MAIN_P99_MAX = 1500.0        # while C is slow the main endpoint must fail fast
 
 
@@ -103,7 +105,7 @@ def _little(report: ProtectionReport, rate: float) -> float:
 
 def _check_healthy(report: ProtectionReport) -> None:
     failed = report.healthy_failed()
-    if failed <= HEALTHY_FAIL_MAX:
+    if not report.healthy_too_lossy():
         return
     count = report.healthy.errors
     if report.timeout_ms is not None and report.timeout_ms < report.downstream_p99_ms:
@@ -114,7 +116,7 @@ def _check_healthy(report: ProtectionReport) -> None:
             "succeeded. A timeout at the pX costs about (100 − X)% of healthy calls: set it at "
             "or above the p99, with some headroom.")
     raise NotYet(f"with C healthy, {count} of {PROTECT_HEALTHY_CALLS} calls ({failed:.1%}) "
-                 f"failed with {_knobs(report)}; at most {HEALTHY_FAIL_MAX:.0%} may fail. "
+                 f"failed with {_knobs(report)}; at most {PROTECT_HEALTHY_FAIL_MAX:.0%} may fail. "
                  "Protection must not break the service on a good day.")
 
 
@@ -236,7 +238,7 @@ q3 = Question(
     ],
     success=f"with C slow (median {PROTECT_SLOW_MS:.0f} ms), /local kept its p99 at 20 and at "
             f"40 requests/s, the main endpoint failed fast, and at most "
-            f"{HEALTHY_FAIL_MAX:.0%} of healthy calls were lost to the timeout.",
+            f"{PROTECT_HEALTHY_FAIL_MAX:.0%} of healthy calls were lost to the timeout.",
 )
 
 QUESTIONS = [q1, q2, q3]
