@@ -6,53 +6,49 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from . import broker, doctor
 from .errors import LabError, require
 
 
-def _broker(action: str) -> int:
+def _server(action: str, what: str, command: str, module: Any, address: str,
+            fix: Callable[[Any], str] = lambda record: "", script_friendly: bool = False) -> int:
+    """``up``, ``down`` or ``status`` of a server the lab starts (the broker, the cache);
+    ``address`` names the record's field holding where it listens. ``script_friendly``
+    status prints only the address on stdout (the words go to stderr)."""
     if action == "up":
-        record = broker.up()
-        print(f"broker: {record.kind} at {record.bootstrap}" +
+        record = module.up()
+        print(f"{what}: {record.kind} at {getattr(record, address)}" +
               (f" (pid {record.pid})" if record.pid else ""))
         return 0
     if action == "down":
-        record = broker.down()
-        print(f"broker: stopped the {record.kind} broker at {record.bootstrap}" if record
-              else "broker: the lab had not started one")
+        record = module.down()
+        print(f"{what}: stopped the {record.kind} one at {getattr(record, address)}" if record
+              else f"{what}: the lab had not started one")
         return 0
-    record, answers = broker.status()
+    record, answers = module.status()
     if record is None:
-        print("broker: none running. Start one with `python -m labsupport broker up`.")
+        print(f"{what}: none running. Start one with `python -m labsupport {command} up`.")
         return 1
-    print(record.bootstrap)
-    print(f"broker: {record.kind} at {record.bootstrap}, "
-          + ("answering" if answers else "NOT answering: " + broker.resolve.fix_for(record)),
-          file=sys.stderr)
+    if script_friendly:
+        print(getattr(record, address))
+    print(f"{what}: {record.kind} at {getattr(record, address)}, "
+          + ("answering" if answers else "NOT answering" + fix(record)),
+          file=sys.stderr if script_friendly else sys.stdout)
     return 0 if answers else 1
+
+
+def _broker(action: str) -> int:
+    return _server(action, "broker", "broker", broker, "bootstrap",
+                   lambda record: ": " + broker.resolve.fix_for(record), script_friendly=True)
 
 
 def _cache(action: str) -> int:
     from . import cache_server
 
-    if action == "up":
-        record = cache_server.up()
-        print(f"cache server: {record.kind} at {record.url}" +
-              (f" (pid {record.pid})" if record.pid else ""))
-        return 0
-    if action == "down":
-        record = cache_server.down()
-        print(f"cache server: stopped the one at {record.url}" if record
-              else "cache server: the lab had not started one")
-        return 0
-    record, answers = cache_server.status()
-    if record is None:
-        print("cache server: none running. Start one with `python -m labsupport cache up`.")
-        return 1
-    print(f"cache server: {record.kind} at {record.url}, "
-          + ("answering" if answers else "NOT answering"))
-    return 0 if answers else 1
+    return _server(action, "cache server", "cache", cache_server, "url")
 
 
 def _exercises(action: str) -> int:
