@@ -36,12 +36,21 @@ def _how_far(guess: float, measured: float, unit: str, share: bool) -> str:
     return text
 
 
-def guess_line(what: str, guess: float | None, measured: float, unit: str = "",
+def guess_line(what: str, guess: float | str | None, measured: float | str, unit: str = "",
                share: bool = False) -> str:
     """One line: the guess, the measured value and how far apart they are.
 
-    ``share=True`` prints both as percentages and the gap in percentage points.
+    ``share=True`` prints both as percentages and the gap in percentage points. A measured
+    word (``"refund"``) is compared with the guess as it is: right or not.
+
+    >>> print(guess_line("first compensation", "cancel", "refund"))
+    first compensation: you guessed 'cancel', measured 'refund' (not what happened)
     """
+    if isinstance(measured, str):
+        if guess is None:
+            return f"{what}: measured {measured!r} (no guess written down: set it in the Predict cell)"
+        verdict = "right" if guess == measured else "not what happened"
+        return f"{what}: you guessed {guess!r}, measured {measured!r} ({verdict})"
     seen = _num(float(measured), unit, share)
     if guess is None:
         return f"{what}: measured {seen} (no guess written down: set it in the Predict cell)"
@@ -53,7 +62,7 @@ def guess_line(what: str, guess: float | None, measured: float, unit: str = "",
             f"{_how_far(value, float(measured), unit, share)}")
 
 
-def show_guess(what: str, guess: float | None, measured: float, unit: str = "",
+def show_guess(what: str, guess: float | str | None, measured: float | str, unit: str = "",
                share: bool = False) -> None:
     """Print :func:`guess_line` (use it after the experiment that measured ``what``)."""
     print(guess_line(what, guess, measured, unit, share))
