@@ -54,6 +54,11 @@ class Estimate:
         return (f"{_num(self.value)} ({self.level:.0%} interval {_num(self.low)} to "
                 f"{_num(self.high)}, {self.n} samples, {self.method})")
 
+    def shifted(self, by: float) -> Estimate:
+        """The same estimate moved by ``by`` (e.g. less a cost measured apart from it)."""
+        return Estimate(self.value + by, self.low + by, self.high + by, self.n, self.method,
+                        self.level)
+
     def scaled(self, factor: float) -> Estimate:
         """The same estimate in other units (``factor`` > 0), e.g. seconds to ms."""
         require(factor > 0, "scaled() takes a positive factor.")

@@ -120,3 +120,8 @@ def test_share_and_ratio_intervals():
 def test_sanity_checks_say_they_are_not_findings(lenient, capsys):
     assert sanity("money conserved", 0, 0, "every transaction balances").passed
     assert "sanity check, not a finding" in capsys.readouterr().out
+
+
+def test_an_estimate_moves_with_its_interval():
+    moved = Estimate(100, 90, 120, 40, "t").shifted(-30)
+    assert (moved.value, moved.low, moved.high, moved.n) == (70, 60, 90, 40)
