@@ -135,6 +135,11 @@ def test_each_service_in_a_chain_has_its_own_latency(lab):
         chain.press_run(colour="red")
 
 
+def _robust_sigma(values: list[float]) -> float:
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return (q3 - q1) / 1.349
+
+
 def test_twin_gaps_cancel_the_lab_and_keep_the_chain_s_own_spread(lab):
     """Against a steady twin, a chain of three Normal(100, 20) varies by about 20·√3 ms
     around its mean, more than one such service (the one-varied twin) and far less than
@@ -143,8 +148,10 @@ def test_twin_gaps_cancel_the_lab_and_keep_the_chain_s_own_spread(lab):
     twins = chain.steady_twin_gaps(requests=300, users=6)
     assert len(twins.gaps) == len(twins.one_gaps) == 300
     assert abs(statistics.median(twins.gaps)) < 15  # the overhead cancels
-    spread, one = statistics.pstdev(twins.gaps), statistics.pstdev(twins.one_gaps)
-    assert 25 < spread < 55 and spread > one, (spread, one)
+    # Robust spreads (IQR / 1.349 estimates σ for a normal): a scheduling pause on a busy
+    # machine adds a few huge gaps that inflate a standard deviation but barely move quartiles.
+    spread, one = _robust_sigma(twins.gaps), _robust_sigma(twins.one_gaps)
+    assert 25 < spread < 50 and spread > one, (spread, one)
     assert twins.one_true_ms() == pytest.approx(46.5, abs=0.1)
     assert twins.noise_ms() >= 0 and "rounds" in twins.summary()
     assert not [name for name in lab.services if "twin" in name]  # the twins are gone
