@@ -1,7 +1,8 @@
 """A gateway's call policy in Python: a total deadline, attempts, a timeout per try.
 
 API gateways and service meshes describe a route's policy in configuration, e.g. in
-Envoy ``timeout: 2s`` with ``retry_policy: {num_retries: 2, per_try_timeout: 1s}``.
+Envoy ``timeout: 2s`` with ``retry_policy: {retry_on: 5xx, num_retries: 2,
+per_try_timeout: 1s}`` (without ``retry_on: 5xx`` Envoy does not retry a try that timed out).
 :class:`GatewayPolicy` is the same policy as a Python object::
 
     policy = GatewayPolicy(total_ms=2000, attempts=3, per_try_ms=1000, backoff_ms=100)

@@ -27,6 +27,7 @@ from .claims import Claim, expect_at_least
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import require
 from .evidence import ratio
+from .gateway import GatewayPolicy
 from .lab import Lab
 from .services import CallResult, Guard, Service, fetch
 from .settings import to_model, to_wall
@@ -548,3 +549,30 @@ def draw_wait_comparison(ax, ours: Sequence[WaitStats], theirs: Sequence[WaitSta
     ax.set_ylabel("wait before the retry (ms)")
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper left", fontsize=7)
+
+
+ENVOY_BACKOFF_BASE_MS = 25.0
+"""Envoy's default retry back-off base interval: each wait is drawn below 25·(2ⁿ−1) ms."""
+
+
+def istio_policy(timeout_ms: float | None, attempts: int, per_try_ms: float | None = None,
+                 retry_on_timeout: bool = False) -> GatewayPolicy:
+    """An Istio VirtualService route's ``timeout`` and ``retries`` as a :class:`GatewayPolicy`.
+
+    Istio's ``retries.attempts`` counts **retries** (Envoy's ``num_retries``): up to
+    ``1 + attempts`` tries. The route ``timeout`` bounds all of them together, and
+    ``perTryTimeout`` each one (``None``: the route timeout). A try that hits its
+    ``perTryTimeout`` is retried only when ``retryOn`` names ``5xx``, ``gateway-error`` or
+    ``reset`` (``retry_on_timeout=True``); Istio's default ``retryOn`` names none of them,
+    so a hung service gets one try. The back-off between tries is the first retry's upper
+    bound, 25 ms (Envoy draws it at random).
+    """
+    require(isinstance(attempts, int) and attempts >= 0,
+            f"attempts must be a whole number of 0 or more, got {attempts!r}.",
+            "Istio's attempts counts retries: 0 turns retries off")
+    require(timeout_ms is not None or per_try_ms is not None,
+            "give a route timeout_ms or a per_try_ms: with neither, nothing bounds a try.")
+    tries = 1 + attempts if retry_on_timeout else 1
+    return GatewayPolicy(total_ms=timeout_ms, attempts=tries,
+                         per_try_ms=per_try_ms if per_try_ms is not None else timeout_ms,
+                         backoff_ms=ENVOY_BACKOFF_BASE_MS)
