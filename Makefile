@@ -14,7 +14,7 @@ STAMP     := $(VENV)/.installed
 LAB_ARGS  ?=
 ROOT_ARGS := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 
-.PHONY: lab test bench site setup broker-up broker-down doctor lint clean
+.PHONY: lab test check bench site setup broker-up broker-down doctor lint clean
 
 lab: setup
 	$(BIN)/python -m labsupport broker up
@@ -23,6 +23,13 @@ lab: setup
 
 test: setup
 	@bash tests/run_all.sh
+
+# The inner loop while you change labsupport (about a minute): lint, unit tests, doctests and
+# the checks that start no services, broker or kernel. `make test` runs everything.
+check: setup
+	$(BIN)/ruff check labsupport tests conftest.py
+	$(BIN)/python -m pytest -p no:cacheprovider -q -n 4 -m "not services and not notebooks" \
+	  --doctest-modules labsupport tests --ignore=tests/browser --ignore=tests/artifacts
 
 # Measures the harness, the broker, the test suite, every notebook at real time and a cold
 # `make lab`; writes BENCHMARKS.md (about 10 minutes). BENCH_ARGS="--skip cold" etc.
@@ -64,7 +71,7 @@ doctor: setup
 	$(BIN)/python -m labsupport doctor
 
 lint: setup
-	$(BIN)/ruff check labsupport tests
+	$(BIN)/ruff check labsupport tests conftest.py
 
 clean:
 	-$(BIN)/python -m labsupport broker down

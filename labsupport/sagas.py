@@ -468,9 +468,11 @@ class Shop:
 
 # ----- waiting for a run to finish ----------------------------------------------------------------
 def wait_settled(shop: Shop, orders: Sequence[dict[str, Any]], timeout_s: float = 20.0,
-                 quiet_s: float = 1.0, tick: Callable[[], None] | None = None) -> bool:
+                 quiet_s: float = 3.0, tick: Callable[[], None] | None = None) -> bool:
     """Wait until every order in ``orders`` is CONFIRMED or CANCELLED (True), or nothing
     has happened for ``quiet_s`` wall seconds while some are still open (False: stuck).
+    A consumer group's rebalance after a restart takes a second or more on a busy machine,
+    so "quiet" must last longer than one before the run is called stuck.
 
     ``tick()`` runs on every poll (it restarts crashed services).
     """
@@ -748,7 +750,7 @@ class SagaSystem:
         self._order_at = {}
         self.place(orders)
         settled = wait_settled(self.shop, orders, timeout_s, tick=self.tick,
-                               quiet_s=1.0 + to_wall(self.faults.downtime_s) * 2)
+                               quiet_s=3.0 + to_wall(self.faults.downtime_s) * 2)
         if not settled:
             self.tick()
         for name in list(self.workers):

@@ -1,9 +1,32 @@
-"""Shared fixtures: a broker for the tests that need one."""
+"""Shared fixtures (a broker, a cache server, a lab at a time scale); each pytest-xdist worker
+keeps its own progress file; tests that start services are marked so `make check` can skip
+them. How the notebooks are spread over workers is in the root conftest.py."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+SERVICE_FIXTURES = {"lab", "lab_at", "lab_broker", "lab_cache", "precise_lab", "shop_lab",
+                    "checker_time_scale", "classroom", "class_of_two", "system", "projection"}
+"""Fixtures that start real services, the broker or a kernel: their tests are not quick."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and "LAB_PROGRESS_FILE" not in os.environ:
+        # Kernels that check exercises record progress; workers must not share one file.
+        artifacts = Path(__file__).resolve().parent / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        os.environ["LAB_PROGRESS_FILE"] = str(artifacts / f"progress.{worker}.json")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start services get the ``services`` mark (``make check`` skips them)."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture

@@ -83,6 +83,18 @@ def test_a_failing_test_suite_is_reported_not_hidden(tmp_path):
     assert "FAILED (exit 3)" in section.notes[0] and "3 failed" in section.notes[0]
 
 
+def test_the_suite_s_stages_become_figures_against_their_budgets(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "run_all.sh").write_text(
+        "mkdir -p tests/artifacts\n"
+        "printf 'lint\\t1\\t30\\nbrowser\\t300\\t240\\n' > tests/artifacts/stage_times.tsv\n")
+    section = bench.make_test_time(root=tmp_path)
+    total, lint, browser = section.figures
+    assert total.met and total.target == 480 and not section.notes
+    assert (lint.what, lint.value, lint.met) == ("stage: lint", 1, True)
+    assert (browser.value, browser.target, browser.met) == (300, 240, False)
+
+
 def test_waiting_for_jupyter_stops_when_make_lab_dies():
     with pytest.raises(RuntimeError, match="stopped before JupyterLab answered"):
         bench._wait_for_http("http://127.0.0.1:9/api", time.perf_counter(), 5, lambda: 2)

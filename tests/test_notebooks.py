@@ -78,7 +78,10 @@ def execute_every_cell_twice(path, env_extra: dict[str, str] | None = None):
         after = run_probe(client, nb)
     leaks = {key: sorted(set(after[key]) - set(before[key])) for key in after}
     EXECUTED.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, EXECUTED / f"{path.parent.name}__{path.name}")
+    target = EXECUTED / f"{path.parent.name}__{path.name}"
+    partial = target.with_suffix(".partial")
+    nbformat.write(nb, partial)
+    partial.replace(target)  # the site test may read it from another worker meanwhile
     return nb, changed, leaks
 
 
