@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return site_main(args.source, args.out)
         if args.command == "progress":
-            from .progress import table
+            from .exercises import progress_table
 
-            print(table())
+            print(progress_table())
             return 0
         return 0 if doctor.run().ok else 1
     except LabError as exc:

@@ -112,7 +112,7 @@ def tell(store: Store, order_id: str, told: str) -> None:
 
 
 # ----- the three services of one design --------------------------------------------------------------
-class Shop:
+class CheckoutShop:
     """order, payment and inventory services and their stores, names prefixed by ``prefix``."""
 
     def __init__(self, lab: Lab, prefix: str, payment: LatencyModel | float = PAYMENT,

@@ -24,9 +24,9 @@ from aiohttp import web
 from .checkout import (
     INVENTORY,
     PAYMENT,
+    CheckoutShop,
     Scoreboard,
     Sent,
-    Shop,
     charge,
     drain_recovery_s,
     now_ms,
@@ -58,7 +58,7 @@ class EventCheckout:
     def __init__(self, lab: Lab, prefix: str = "ev_", payment: LatencyModel | float = PAYMENT,
                  inventory: LatencyModel | float = INVENTORY) -> None:
         self.lab = lab
-        self.shop = Shop(lab, prefix, payment, inventory, routes={
+        self.shop = CheckoutShop(lab, prefix, payment, inventory, routes={
             "order": {"/checkout": self._checkout, "/orders/{order_id}": self._status}})
         self.topics = {topic: lab.bus.topic(self.shop.topic_name(topic)) for _, topic, _ in EVENTS}
         self.publisher = lab.bus.publisher()

@@ -34,9 +34,9 @@ from .breakers import BreakerOpen, DependencyFailed
 from .checkout import (
     INVENTORY,
     PAYMENT,
+    CheckoutShop,
     Scoreboard,
     Sent,
-    Shop,
     charge,
     place,
     refund,
@@ -80,7 +80,7 @@ class SyncCheckout:
         require(outage in OUTAGES, f"outage must be one of {OUTAGES}, got {outage!r}.")
         self.lab, self.outage = lab, outage
         self.name = name or self.name
-        self.shop = Shop(lab, prefix, payment, inventory, routes={
+        self.shop = CheckoutShop(lab, prefix, payment, inventory, routes={
             "order": {"/checkout": self._checkout},
             "payment": {"/charge": self._charge, "/refund": self._refund},
             "inventory": {"/reserve": self._reserve}})

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import sagas
-from .sagas import Faults, Outcome, SagaSystem, sleep_model
+from .sagas import Outcome, SagaFaults, SagaSystem, sleep_model
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -44,7 +44,7 @@ class Choreography(SagaSystem):
 
     style = "choreography"
 
-    def __init__(self, lab: Lab, faults: Faults | None = None, prefix: str = "ch_") -> None:
+    def __init__(self, lab: Lab, faults: SagaFaults | None = None, prefix: str = "ch_") -> None:
         super().__init__(lab, prefix, faults)
         self.events = lab.bus.topic(f"{prefix.strip('_')}-events")
         for name in ("order", "payment", "inventory"):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import sagas
 from .errors import require
-from .sagas import Faults, Outcome, SagaSystem
+from .sagas import Outcome, SagaFaults, SagaSystem
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Step:
+class SagaStep:
     """One step of the saga: its ``command``, the ``service`` that runs it, the command that
     undoes it (``compensation``, or None) and its ``kind``: ``"compensatable"`` (can be
     undone), ``"pivot"`` (the point of no return) or ``"retriable"`` (after the pivot:
@@ -44,11 +44,11 @@ class Step:
 
 
 STEPS = (
-    Step("create_order", "order", "cancel_order", "compensatable"),
-    Step("authorize_payment", "payment", "refund_payment", "compensatable"),
-    Step("reserve_stock", "inventory", None, "pivot"),
-    Step("capture_payment", "payment", None, "retriable"),
-    Step("confirm_order", "order", None, "retriable"),
+    SagaStep("create_order", "order", "cancel_order", "compensatable"),
+    SagaStep("authorize_payment", "payment", "refund_payment", "compensatable"),
+    SagaStep("reserve_stock", "inventory", None, "pivot"),
+    SagaStep("capture_payment", "payment", None, "retriable"),
+    SagaStep("confirm_order", "order", None, "retriable"),
 )
 COMMANDS = {s.command: s for s in STEPS}
 COMPENSATIONS = {s.compensation: s for s in STEPS if s.compensation}
@@ -79,14 +79,14 @@ class Saga:
     status: str = "running"
 
     @staticmethod
-    def step(command: str) -> Step:
-        """The :class:`Step` of a forward ``command`` (e.g. ``"reserve_stock"``)."""
+    def step(command: str) -> SagaStep:
+        """The :class:`SagaStep` of a forward ``command`` (e.g. ``"reserve_stock"``)."""
         require(command in COMMANDS, f"{command!r} is not a step of the saga.",
                 f"use one of: {', '.join(COMMANDS)}")
         return COMMANDS[command]
 
     @staticmethod
-    def step_after(command: str) -> Step | None:
+    def step_after(command: str) -> SagaStep | None:
         """The step that follows ``command`` (None after the last one)."""
         names = list(COMMANDS)
         index = names.index(Saga.step(command).command) + 1
@@ -131,7 +131,7 @@ class Orchestration(SagaSystem):
     style = "orchestration"
     entry_path = "/sagas"
 
-    def __init__(self, lab: Lab, faults: Faults | None = None, prefix: str = "or_",
+    def __init__(self, lab: Lab, faults: SagaFaults | None = None, prefix: str = "or_",
                  decide: Decide = reverse_compensation, lock: bool = False) -> None:
         require(callable(decide), "decide must be a function decide(saga, reply).")
         super().__init__(lab, prefix, faults)
@@ -338,7 +338,7 @@ def isolation_run(orch: Orchestration, pairs: int = 4, lock: bool = False) -> Is
     """Run ``pairs`` A/B saga pairs with or without the semantic lock; count the anomalies."""
     require(isinstance(pairs, int) and 1 <= pairs <= 20, f"pairs must be 1 to 20, got {pairs!r}.")
     shop = orch.shop
-    orch.faults, orch.lock = Faults(), lock
+    orch.faults, orch.lock = SagaFaults(), lock
     tag = f"iso{len(shop.placed)}"
     shop.open_accounts({f"{tag}c{k}": 100 for k in range(pairs)})
     shop.stock_items({f"{tag}gadget": pairs})

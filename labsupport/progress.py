@@ -2,7 +2,8 @@
 
 Every ``q.check()`` saves its result here (and, in classroom mode with
 ``LAB_CLASSROOM=1``, also sends it to the learner's progress topic for the instructor). See the table in a notebook with
-``print(progress.table())`` or in a terminal with ``python -m labsupport progress``.
+``print(labsupport.exercises.progress_table())`` or in a terminal with
+``python -m labsupport progress``.
 
 The file is ``.lab/progress.json`` in the course folder (git ignores it);
 ``LAB_PROGRESS_FILE`` points it elsewhere (the tests use that).
@@ -77,18 +78,13 @@ def status(module: str, question: str) -> str:
     return load().get(str(module), {}).get(str(question), {}).get("status", NOT_ATTEMPTED)
 
 
-def _declared() -> dict[str, list[str]]:
-    try:
-        from .exercises import declared_questions
-    except ImportError:  # pragma: no cover - exercises package missing
-        return {}
-    return declared_questions()
+def table(declared: dict[str, list[str]] | None = None) -> str:
+    """A text table: one row per module, one column per question (✓ done, ✗ tried, · not yet).
 
-
-def table() -> str:
-    """A text table: one row per module, one column per question (✓ done, ✗ tried, · not yet)."""
+    ``declared`` (``{module: [question ids]}``) adds the questions never checked yet;
+    :func:`labsupport.exercises.progress_table` passes every module's."""
     saved = load()
-    modules = {m: list(qs) for m, qs in _declared().items()}
+    modules = {m: list(qs) for m, qs in (declared or {}).items()}
     for module, questions in saved.items():
         known = modules.setdefault(module, [])
         known += [q for q in sorted(questions, key=_question_order) if q not in known]

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .broker import identity
 from .claims import Claim, expect, sanity
 from .dashboard import PALETTE
 from .errors import LabError, require
@@ -70,7 +69,7 @@ class SimulatedCrash(Exception):
 
 # ----- what can go wrong, chosen by the learner ------------------------------------------------
 @dataclass
-class Faults:
+class SagaFaults:
     """Which orders fail where, which messages are duplicated, which service crashes.
 
     ``fail`` is one of :data:`FAIL_POINTS`; it hits every ``every``-th order of a run
@@ -154,7 +153,7 @@ class Mark:
     label: str
 
 
-class Trace:
+class SagaTrace:
     """Every mark of every order, in the order they happened (thread-safe)."""
 
     def __init__(self) -> None:
@@ -233,7 +232,7 @@ class Node:
     messages it returns in the same transaction; ``relay()`` publishes what is queued."""
 
     def __init__(self, name: str, store: Store, publisher: Publisher, faults_of: Callable[[],
-                 Faults], trace: Trace) -> None:
+                 SagaFaults], trace: SagaTrace) -> None:
         self.name, self.store, self.publisher = name, store, publisher
         self._faults_of, self.trace = faults_of, trace
         self.handled = 0
@@ -306,7 +305,7 @@ def end_order(tx: Any, order_id: str, state: str, reason: str = "") -> Outcome:
                    reason="" if now is None else f"already {now[0]}")
 
 
-def authorize(tx: Any, order: dict[str, Any], faults: Faults, lock: bool = False) -> Outcome:
+def authorize(tx: Any, order: dict[str, Any], faults: SagaFaults, lock: bool = False) -> Outcome:
     """Hold the order's amount on the customer's account (a compensatable step).
 
     With ``lock`` a HELD payment of another order for the same customer is a
@@ -361,7 +360,7 @@ def refund(tx: Any, order_id: str) -> Outcome:
     return Outcome(True)
 
 
-def capture(tx: Any, order: dict[str, Any], faults: Faults) -> Outcome:
+def capture(tx: Any, order: dict[str, Any], faults: SagaFaults) -> Outcome:
     """Turn the hold into a charge (after the pivot: it may fail for a while, never for good)."""
     row = tx.execute("SELECT state FROM payments WHERE order_id = ?", (order["id"],)).fetchone()
     if row is not None and row[0] == "CAPTURED":
@@ -379,7 +378,7 @@ def capture(tx: Any, order: dict[str, Any], faults: Faults) -> Outcome:
     return Outcome(True)
 
 
-def reserve(tx: Any, order: dict[str, Any], faults: Faults) -> Outcome:
+def reserve(tx: Any, order: dict[str, Any], faults: SagaFaults) -> Outcome:
     """Take stock for the order: the pivot. Once it succeeds the saga only goes forward."""
     row = tx.execute("SELECT state FROM reservations WHERE order_id = ?",
                      (order["id"],)).fetchone()
@@ -398,13 +397,13 @@ def reserve(tx: Any, order: dict[str, Any], faults: Faults) -> Outcome:
 
 
 # ----- the shop: three services and their data ---------------------------------------------------
-class Shop:
+class SagaShop:
     """The order, payment and inventory services' stores (``prefix`` keeps two shops apart)."""
 
-    def __init__(self, lab: Lab, prefix: str = "", faults: Faults | None = None) -> None:
+    def __init__(self, lab: Lab, prefix: str = "", faults: SagaFaults | None = None) -> None:
         self.lab, self.prefix = lab, prefix
-        self.faults = faults or Faults()
-        self.trace = Trace()
+        self.faults = faults or SagaFaults()
+        self.trace = SagaTrace()
         self.publisher = lab.bus.publisher()
         self.nodes = {name: Node(name, lab.store(f"{prefix}{name}"), self.publisher,
                                  lambda: self.faults, self.trace)
@@ -467,7 +466,7 @@ class Shop:
 
 
 # ----- waiting for a run to finish ----------------------------------------------------------------
-def wait_settled(shop: Shop, orders: Sequence[dict[str, Any]], timeout_s: float = 20.0,
+def wait_settled(shop: SagaShop, orders: Sequence[dict[str, Any]], timeout_s: float = 20.0,
                  quiet_s: float = 3.0, tick: Callable[[], None] | None = None) -> bool:
     """Wait until every order in ``orders`` is CONFIRMED or CANCELLED (True), or nothing
     has happened for ``quiet_s`` wall seconds while some are still open (False: stuck).
@@ -551,7 +550,7 @@ class Invariants:
         ]
 
 
-def check_invariants(shop: Shop, orders: Sequence[dict[str, Any]] | None = None) -> Invariants:
+def check_invariants(shop: SagaShop, orders: Sequence[dict[str, Any]] | None = None) -> Invariants:
     """Read the three services' stores and check every invariant of the saga."""
     orders = list(shop.placed if orders is None else orders)
     states = shop.order_states(orders)
@@ -591,7 +590,7 @@ def check_invariants(shop: Shop, orders: Sequence[dict[str, Any]] | None = None)
                       snap["held"], problems, mischarged)
 
 
-def _mischarged(shop: Shop, orders: Sequence[dict[str, Any]]) -> list[str]:
+def _mischarged(shop: SagaShop, orders: Sequence[dict[str, Any]]) -> list[str]:
     """Customers of ``orders`` (with nothing pending) whose balance in the payment service is
     not their opening balance minus the prices of their CONFIRMED orders in the order
     service: charged twice, or refunded what they never paid. Two services' own records."""
@@ -608,7 +607,7 @@ def _mischarged(shop: Shop, orders: Sequence[dict[str, Any]]) -> list[str]:
     return found
 
 
-def dirty_declines(shop: Shop, order_ids: Iterable[str]) -> int:
+def dirty_declines(shop: SagaShop, order_ids: Iterable[str]) -> int:
     """Orders declined for lack of funds while another saga's hold was on the account, a
     hold that was later refunded: they were refused on money that came back (a dirty read)."""
     rows = shop.store("payment").query("SELECT order_id, state, holds_seen FROM payments")
@@ -619,7 +618,7 @@ def dirty_declines(shop: Shop, order_ids: Iterable[str]) -> int:
                for o in order_ids)
 
 
-def reverse_compensated(shop: Shop, orders: Iterable[dict[str, Any]]) -> tuple[int, int]:
+def reverse_compensated(shop: SagaShop, orders: Iterable[dict[str, Any]]) -> tuple[int, int]:
     """(orders undone last-step-first, orders whose money had to be refunded): for each, the
     refund must come before the cancellation on the swimlane."""
     states = dict(shop.store("payment").query("SELECT order_id, state FROM payments"))
@@ -632,7 +631,7 @@ def reverse_compensated(shop: Shop, orders: Iterable[dict[str, Any]]) -> tuple[i
     return good, len(refunded)
 
 
-def durations_ms(shop: Shop, orders: Iterable[dict[str, Any]]) -> list[float]:
+def durations_ms(shop: SagaShop, orders: Iterable[dict[str, Any]]) -> list[float]:
     """Wall ms from each order's first mark to its last, sorted."""
     out = []
     for order in orders:
@@ -655,9 +654,9 @@ class SagaSystem:
     style = "saga"
     entry_path = "/orders"
 
-    def __init__(self, lab: Lab, prefix: str, faults: Faults | None = None) -> None:
+    def __init__(self, lab: Lab, prefix: str, faults: SagaFaults | None = None) -> None:
         self.lab, self.prefix = lab, prefix
-        self.shop = Shop(lab, prefix, faults)
+        self.shop = SagaShop(lab, prefix, faults)
         self.workers: dict[str, Any] = {}
         self._routes: dict[str, tuple[list[str], Callable[[Any], None]]] = {}
         self._down_since: dict[str, float] = {}
@@ -666,11 +665,11 @@ class SagaSystem:
         self.entry = lab.service(f"{prefix}api", routes={self.entry_path: self._http_place})
 
     @property
-    def faults(self) -> Faults:
+    def faults(self) -> SagaFaults:
         return self.shop.faults
 
     @faults.setter
-    def faults(self, value: Faults) -> None:
+    def faults(self, value: SagaFaults) -> None:
         self.shop.faults = value
 
     def add_worker(self, name: str, topics: list[str], handler: Callable[[Any], None]) -> None:
@@ -774,127 +773,12 @@ def duplicate_run(system: SagaSystem, orders: int = 6, idempotent: bool = True) 
     tag = f"dup{len(shop.placed)}"
     shop.open_accounts({f"{tag}c{k}": 1_000 for k in range(orders)})
     shop.stock_items({f"{tag}book": orders})
-    system.faults = Faults(duplicates=1.0, idempotent=idempotent)
+    system.faults = SagaFaults(duplicates=1.0, idempotent=idempotent)
     placed = [shop.new_order(f"{tag}c{k}", f"{tag}book", ORDER_AMOUNT) for k in range(orders)]
     return system.run(placed)
 
 
-# ----- the dashboard --------------------------------------------------------------------------------
+# ----- the shop the dashboard starts with ----------------------------------------------------
 CUSTOMERS = {f"c{k}": 1_000 for k in range(6)}
 SHELVES = {"book": 200}
 ORDER_AMOUNT = 30
-
-
-class SagaBench:
-    """Both styles side by side on one lab, with a dashboard: choose the style, where the
-    saga fails and for which orders, duplicates and a crash; see the invariants and one
-    order's swimlane."""
-
-    def __init__(self, lab: Lab) -> None:
-        from .choreography import Choreography
-        from .orchestration import Orchestration
-
-        self.lab = lab
-        self.systems: dict[str, SagaSystem] = {"choreography": Choreography(lab),
-                                               "orchestration": Orchestration(lab)}
-        for system in self.systems.values():
-            system.shop.open_accounts(CUSTOMERS)
-            system.shop.stock_items(SHELVES)
-        for system in self.systems.values():
-            system.ready()
-        self.last: Invariants | None = None
-        self.orders: list[dict[str, Any]] = []
-        self.shown: str | None = None
-        self.style = "orchestration"
-        self.board: Any = None
-        self.controls: dict[str, Any] = {}
-
-    def system(self, style: str) -> SagaSystem:
-        require(style in self.systems, f"style must be one of {tuple(self.systems)}, got "
-                f"{style!r}.", "style='choreography' or style='orchestration'")
-        return self.systems[style]
-
-    def run(self, style: str = "orchestration", orders: int = 6, faults: Faults | None = None,
-            show: int | None = None) -> Invariants:
-        """Place ``orders`` orders through ``style`` with ``faults``; returns the invariants.
-        ``show`` picks the order (1 = the first of this run) whose swimlane the plot draws."""
-        require(isinstance(orders, int) and 1 <= orders <= 40,
-                f"orders must be 1 to 40, got {orders!r}.")
-        system = self.system(style)
-        system.faults = faults or Faults()
-        shop = system.shop
-        placed = [shop.new_order(f"c{k % len(CUSTOMERS)}", "book", ORDER_AMOUNT)
-                  for k in range(orders)]
-        self.last = system.run(placed)
-        self.orders = placed
-        self.style = style
-        pick = show if show is not None else self._interesting(placed, system.faults)
-        require(1 <= pick <= orders, f"show must be 1 to {orders}, got {pick!r}.")
-        self.shown = placed[pick - 1]["id"]
-        return self.last
-
-    @staticmethod
-    def _interesting(placed: Sequence[dict[str, Any]], faults: Faults) -> int:
-        for index, order in enumerate(placed, start=1):
-            if faults.fail != "none" and faults.fails(order, faults.fail):
-                return index
-        return 1
-
-    def marks(self, order_id: str | None = None) -> list[Mark]:
-        """The swimlane marks of ``order_id`` (the shown order by default)."""
-        order_id = order_id or self.shown
-        return self.system(self.style).shop.trace.of(order_id) if order_id else []
-
-    def summary(self) -> str:
-        if self.last is None:
-            return "no run yet"
-        inv = self.last
-        verdict = "all invariants hold" if inv.ok else "BROKEN: " + "; ".join(inv.problems)
-        return (f"{self.style}: {inv.orders} orders, {inv.confirmed} confirmed, {inv.cancelled}"
-                f" cancelled, {len(inv.pending)} pending; money {inv.money_now:,} of "
-                f"{inv.money_in:,}; stock {inv.stock_now} of {inv.stock_in}; {verdict}. "
-                f"Plot: order {self.shown}.")
-
-    def draw(self, ax: Any) -> None:
-        draw_swimlanes(ax, self.marks(), f"{self.style}: order {self.shown} "
-                       f"({identity().kind} broker)")
-
-    def dashboard(self) -> Any:
-        """Controls on the left, the swimlane of one order on the right, invariants below."""
-        import ipywidgets as w
-
-        from .dashboard import Dashboard
-
-        self.controls = {
-            "style": w.ToggleButtons(options=list(self.systems), value="orchestration",
-                                     description="style"),
-            "fail": w.Dropdown(options=list(FAIL_POINTS), value="stock",
-                               description="fails at"),
-            "every": w.IntSlider(value=2, min=1, max=4, description="every nth"),
-            "duplicates": w.FloatSlider(value=0.0, min=0, max=0.5, step=0.1,
-                                        description="duplicates"),
-            "crash": w.Dropdown(options=list(CRASHABLE), value="none", description="crash"),
-            "orders": w.IntSlider(value=6, min=2, max=12, description="orders"),
-        }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("An order saga: choose what goes wrong",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
-
-    def press_run(self, **values: Any) -> Invariants:
-        """What Run does; ``values`` move the controls first."""
-        from .dashboard import set_controls
-
-        if self.board is None:
-            self.dashboard()
-        c = set_controls(self.controls, values)
-        faults = Faults(fail=c["fail"], every=c["every"], duplicates=c["duplicates"],
-                        crash=c["crash"])
-        inv = self.run(c["style"], c["orders"], faults)
-        self.board.refresh(self.summary())
-        return inv
-
-    def close(self) -> None:
-        for system in self.systems.values():
-            system.stop()

@@ -13,9 +13,9 @@ from labsupport.orchestration import (
     isolation_run,
     reverse_compensation,
 )
+from labsupport.saga_bench import SagaBench
 from labsupport.sagas import (
-    Faults,
-    SagaBench,
+    SagaFaults,
     check_invariants,
     draw_swimlanes,
     reverse_compensated,
@@ -39,7 +39,7 @@ def seeded(system):
 ])
 def test_bad_faults_name_the_fix(kwargs, words):
     with pytest.raises(BadParameter, match=words):
-        Faults(**kwargs)
+        SagaFaults(**kwargs)
 
 
 def test_reverse_compensation_is_a_stack_and_ignores_duplicates():
@@ -60,7 +60,7 @@ def test_failures_at_every_point_keep_the_invariants(lab_at, style):
     system = seeded(style(lab))
     orders = [system.shop.new_order("ann", "lamp", 50, fail=point)
               for point in ("none", "payment", "stock", "capture")]
-    system.faults = Faults(capture_failures=2)
+    system.faults = SagaFaults(capture_failures=2)
     inv = system.run(orders)
     assert inv.ok, inv.report()
     assert system.shop.order_states(orders) == {
@@ -73,7 +73,7 @@ def test_failures_at_every_point_keep_the_invariants(lab_at, style):
 def test_orchestrator_crash_and_duplicates_resume_from_the_store(lab_at):
     lab = lab_at(0.2, seed=4)
     system = seeded(Orchestration(lab))
-    system.faults = Faults(fail="stock", every=2, duplicates=0.4, crash="orchestrator",
+    system.faults = SagaFaults(fail="stock", every=2, duplicates=0.4, crash="orchestrator",
                            crash_at=4)
     orders = [system.shop.new_order(["ann", "ben"][k % 2], "lamp", 30) for k in range(6)]
     inv = system.run(orders)
@@ -86,7 +86,7 @@ def test_orchestrator_crash_and_duplicates_resume_from_the_store(lab_at):
 def test_a_participant_crash_in_the_choreography_loses_nothing(lab_at):
     lab = lab_at(0.2, seed=5)
     system = seeded(Choreography(lab))
-    system.faults = Faults(fail="stock", every=3, crash="payment", crash_at=2)
+    system.faults = SagaFaults(fail="stock", every=3, crash="payment", crash_at=2)
     orders = [system.shop.new_order("ann", "lamp", 20) for _ in range(6)]
     inv = system.run(orders)
     assert inv.ok, inv.report()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from .. import progress
 from ..checks import Question
 
 MODULES = {info.name[1:]: f"{__name__}.{info.name}"
@@ -31,4 +32,9 @@ def declared_questions() -> dict[str, list[str]]:
     return {module: [q.id for q in questions(module)] for module in MODULES}
 
 
-__all__ = ["MODULES", "questions", "declared_questions"]
+def progress_table() -> str:
+    """Your progress as a table: every module's questions, ✓ done, ✗ tried, · not yet."""
+    return progress.table(declared_questions())
+
+
+__all__ = ["MODULES", "questions", "declared_questions", "progress_table"]

@@ -52,9 +52,9 @@ from ..orchestration import (
     Reply,
     Saga,
     SagaLoop,
+    SagaStep,
 )
-from ..orchestration import Step as SagaStep
-from ..sagas import Faults, check_invariants
+from ..sagas import SagaFaults, check_invariants
 
 MODULE = "08"
 _RUNS = itertools.count(1)
@@ -160,7 +160,7 @@ class SagaMatrix:
                 order = shop.new_order("bob" if duplicated else "alice", "book", 40, fail=point)
                 self.orders.append((order, point, duplicated))
         dup = tuple(o["id"] for o, _, d in self.orders if d)
-        self.orch.faults = Faults(capture_failures=2, duplicate_orders=dup, crash="orchestrator",
+        self.orch.faults = SagaFaults(capture_failures=2, duplicate_orders=dup, crash="orchestrator",
                                   crash_at=CRASH_AT, downtime_s=0.3)
 
     def run(self) -> None:
@@ -393,9 +393,9 @@ q1 = _OnReplyQuestion(
         "(2) reply.ok: record the step in saga.done and return the next step's command (none "
         "after the last). (3) A failed step after the pivot (its kind is 'retriable'): try it "
         "again. (4) Otherwise: undo what is done.",
-        "saga.step(command) gives the Step: .kind is 'compensatable', 'pivot' or 'retriable', "
+        "saga.step(command) gives the SagaStep: .kind is 'compensatable', 'pivot' or 'retriable', "
         ".compensation is the command that undoes it (None for the pivot and after). "
-        "saga.step_after(command) is the next Step or None. Add reply.id to saga.seen before "
+        "saga.step_after(command) is the next SagaStep or None. Add reply.id to saga.seen before "
         "you return.",
         "The compensations: [saga.step(c).compensation for c in reversed(saga.done) if "
         "saga.step(c).compensation]. reversed: the last step done is undone first. saga.done "
@@ -416,7 +416,7 @@ TRIP = (
     SagaStep("issue_tickets", "flights", None, "pivot"),
     SagaStep("send_itinerary", "mail", None, "retriable"),
 )
-"""q2's saga: a trip booking, in :class:`~labsupport.orchestration.Step` form."""
+"""q2's saga: a trip booking, in :class:`~labsupport.orchestration.SagaStep` form."""
 TRIP_FAILURES = ("charge_card", "issue_tickets", "send_itinerary")
 """The steps q2 asks about: each one fails (its local transaction does not commit)."""
 
