@@ -11,11 +11,13 @@ from labsupport.exercises.m06 import (
     CONSUMER_LOG,
     CRASH_CASES,
     MAX_ATTEMPTS,
+    OUTAGE_CASE,
     apply_payment,
     payments_stream,
     q1,
     q2,
     q3,
+    q4,
 )
 from labsupport.exercises_build import solution_source
 
@@ -104,7 +106,7 @@ def make_handle(mistake: str | None = None):
 
 
 def test_the_module_declares_its_three_questions():
-    assert declared_questions()["06"] == ["q1", "q2", "q3"]
+    assert declared_questions()["06"] == ["q1", "q2", "q3", "q4"]
     assert len(q2.hints) == len(q3.hints) == 3
     assert q1.name == "handle" and len(q1.hints) == 3
     assert "def handle" in solution_source("06", "handle")
@@ -419,3 +421,32 @@ def test_q3_the_log_shows_the_bug_it_is_built_from():
 def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
     assert not q3.check(answer)
     assert words in capsys.readouterr().out
+
+
+# ----- q4: which pushed events are dead-lettered? ------------------------------------------------
+def test_q4_the_solution_and_the_lessons_predictor_both_pass(capsys):
+    from labsupport.pushpull import Policy, predict_push
+
+    assert q4.check(solution_value(q4, "dead_lettered")), capsys.readouterr().out
+    fates = predict_push(OUTAGE_CASE.published(), (0, OUTAGE_CASE.outage_ms),
+                         Policy(max_attempts=OUTAGE_CASE.max_attempts))
+    assert q4.check(sum(f is None for f in fates)), capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (10, "RETRIES after the first try"),
+    (50, "every event published while"),
+    (0, "retried until the"),
+    (44, "waits BETWEEN attempts"),
+    (47, "first wait only"),
+    (40 / 60, "a share of the events"),
+    (41, "too high"),
+])
+def test_q4_each_wrong_answer_gets_its_own_message(wrong, words, capsys):
+    assert not q4.check(wrong)
+    assert words in capsys.readouterr().out
+
+
+def test_q4_the_wrong_answers_are_all_different():
+    values = [m.like for m in q4.steps[0].mistakes]
+    assert len(set(values)) == len(values) and OUTAGE_CASE.dead() not in values

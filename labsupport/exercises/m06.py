@@ -8,6 +8,8 @@
   and crash points (:data:`CRASH_CASES`, replayed message by message to check).
 * ``q3``: a dict ``log_diagnosis``: read a two-worker consumer log (:data:`CONSUMER_LOG`)
   and list the messages lost and processed twice.
+* ``q4``: a number ``dead_lettered``: how many events a push dispatcher with the lab's
+  Event Grid-like schedule dead-letters during an outage (:data:`OUTAGE_CASE`).
 
 * ``q1``: a function ``handle(event, store, dlq)``, an idempotent consumer with a
   dead-letter queue for payments. ``event`` is a :class:`~labsupport.messaging.Event`
@@ -48,9 +50,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import progress
-from ..checks import LearnerRaised, NotYet, Question, Step
+from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, Value
 from ..dead_letters import HEADERS, apply_payment, missing_headers, prepare_payments
 from ..messaging import Event
+from ..pushpull import COMPRESS, EVENT_GRID_SCHEDULE_S, Policy, predict_push
 from ..stores import Store
 
 MODULE = "06"
@@ -63,7 +66,7 @@ POISON = 4                 # p-4: amount "lots", can never be applied
 RESTART_TARGET = 20        # p-20: applied, then delivered again to a restarted process
 CRASH_TARGETS = 30         # p-31, p-32, ...: one fresh payment per crash run
 
-__all__ = ["q1", "q2", "q3", "QUESTIONS", "MAX_ATTEMPTS", "apply_payment", "prepare_payments",
+__all__ = ["q1", "q2", "q3", "q4", "QUESTIONS", "OUTAGE_CASE", "OutageCase", "MAX_ATTEMPTS", "apply_payment", "prepare_payments",
            "HEADERS", "payments_stream", "CheckStore", "RecordingDLQ", "CRASH_CASES", "CrashCase",
            "CONSUMER_LOG", "ConsumerLog", "LogPlan"]
 
@@ -1036,4 +1039,87 @@ q3 = Question(
             "once. The log's commit lines, not the crash line, say what is lost or repeated.",
 )
 
-QUESTIONS = [q1, q2, q3]
+
+# ----- q4: which pushed events are dead-lettered? ------------------------------------------------
+@dataclass(frozen=True)
+class OutageCase:
+    """A push dispatcher with the lab's Event Grid-like schedule and a subscriber that is down:
+    which events run out of attempts? (The ground truth is :func:`~labsupport.pushpull.
+    predict_push`, the rule module 06's experiment 6 measured.)"""
+
+    rate: float = 10.0             # events a second, the first at 0 ms
+    events: int = 60
+    outage_ms: float = 5000.0      # the subscriber answers 503 from 0 ms until then
+    max_attempts: int = 4
+
+    def published(self) -> list[float]:
+        return [i * 1000 / self.rate for i in range(self.events)]
+
+    def dead(self, policy: Any = None) -> int:
+        """Events every planned attempt of which falls inside the outage."""
+        fates = predict_push(self.published(), (0.0, self.outage_ms),
+                             policy or Policy(max_attempts=self.max_attempts))
+        return sum(f is None for f in fates)
+
+    def dead_if_last_attempt_at(self, offset_ms: float) -> int:
+        """A wrong model's count: dead when ``t + offset_ms`` is still inside the outage."""
+        return sum(t + offset_ms < self.outage_ms for t in self.published())
+
+    def describe(self) -> str:
+        waits = ", ".join(f"{s * 1000 / COMPRESS:g}" for s in EVENT_GRID_SCHEDULE_S[:5])
+        return (f"{self.events} events at {self.rate:g} a second (the first at 0 ms); the "
+                f"subscriber answers 503 from 0 ms to {self.outage_ms:g} ms, then 200. The "
+                f"dispatcher waits {waits}, ... ms between attempts (Event Grid's schedule, "
+                f"{COMPRESS} times faster) and makes at most max_attempts = {self.max_attempts} "
+                f"attempts: the first try counts.")
+
+
+OUTAGE_CASE = OutageCase()
+"""q4's case: print ``OUTAGE_CASE.describe()``."""
+_O = OUTAGE_CASE
+_WAITS = [s * 1000 / COMPRESS for s in EVENT_GRID_SCHEDULE_S[:3]]
+
+
+def _q4_mistakes() -> list[Mistake]:
+    return [
+        Mistake("that counts max_attempts as RETRIES after the first try: 4 retries = 5 "
+                "attempts, the last 4000 ms after the event. max_attempts counts every attempt, "
+                "the first included (module 03: 3 retries = 4 attempts).",
+                like=_O.dead(Policy(max_attempts=_O.max_attempts + 1))),
+        Mistake("that is every event published while the subscriber was down. The events of "
+                "the outage's last second still had an attempt left after it ended: they were "
+                "delivered late, not dead-lettered.", like=_O.dead_if_last_attempt_at(0)),
+        Mistake("that says nothing is dead-lettered, as if the dispatcher retried until the "
+                "subscriber came back. A consumer group waits like that (the events stay on the "
+                "topic); a push dispatcher gives up after max_attempts.", like=0),
+        Mistake("that reads the schedule as times since the event (attempts at 0, 100, 300, "
+                "600 ms). They are waits BETWEEN attempts: add them up (0, 100, 400, 1000).",
+                like=_O.dead_if_last_attempt_at(_WAITS[2])),
+        Mistake("that spaces the attempts by the first wait only (0, 100, 200, 300 ms). The "
+                "waits grow: exponential backoff.", like=_O.dead_if_last_attempt_at(
+                    _WAITS[0] * (_O.max_attempts - 1))),
+        Mistake("that is a share of the events; give a number of events.",
+                like=_O.dead() / _O.events),
+    ]
+
+
+q4 = Question(
+    id="q4", module=MODULE, title="which pushed events are dead-lettered?",
+    name="dead_lettered",
+    what="a whole number: how many of the events the dispatcher dead-letters",
+    steps=[Value(float(_O.dead()), abs_=0.5, unit=" events", mistakes=_q4_mistakes())],
+    hints=[
+        "An event is dead-lettered when ALL its attempts fail, i.e. all fall inside the "
+        "outage. When is an event's last attempt?",
+        "The attempts are at 0, 100, 100 + 300 and 100 + 300 + 600 ms after the event: the "
+        "last one 1000 ms after it. Which events' last attempt is still before 5000 ms?",
+        "Events at 0, 100, ..., 5900 ms; dead when t + 1000 < 5000. Count them "
+        "(OUTAGE_CASE.published() lists the times).",
+    ],
+    success=f"Every event published before {_O.outage_ms - 1000:g} ms used its 4th and last "
+            f"attempt 1000 ms later, still inside the outage: {_O.dead()} dead-lettered. Later "
+            "ones had an attempt after the subscriber came back and were delivered late. A "
+            "consumer group would have lost none: the events wait on the topic as lag.",
+)
+
+QUESTIONS = [q1, q2, q3, q4]
