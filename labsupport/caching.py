@@ -17,6 +17,11 @@ hit rate is one minus its origin requests over the reads its users sent. The **s
 of an answer is measured by the reader: it compares the value it got with the command
 side's history of that customer's value, at the moment of the read (0 when it is the
 current value; else how long ago the truth moved away from it).
+
+:class:`CacheBench` holds what every cache experiment shares (the origin's count, the
+readers' judgement, the paired traffic, the predictions); :class:`CacheExperiment` is the two
+dict caches above, and :mod:`labsupport.shared_cache` builds the caches on a real cache
+server on it, with the dict TTL cache (:meth:`CacheBench._dict_ttl`) as a control arm.
 """
 from __future__ import annotations
 
@@ -66,6 +71,9 @@ class ReadLog:
     staleness_ms: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     origin_requests: int = 0
+    #: (model s sent, model s answered, customer, index of the answer in the customer's
+    #: value history), both times since the run began
+    seen: list[tuple[float, float, str, int]] = field(default_factory=list)
 
     @property
     def reads(self) -> int:
@@ -87,6 +95,16 @@ class ReadLog:
     def wrong(self) -> int:
         """Answers that were never the customer's true value (a broken cache)."""
         return sum(math.isinf(ms) for ms in self.staleness_ms)
+
+    def backward(self) -> int:
+        """Answers older than one the same customer's readers had already *received* when
+        this read was sent: the value went back in time (two caches that disagree, read one
+        after the other)."""
+        count = 0
+        for sent, _, customer, index in self.seen:
+            known = [i for _, answered, c, i in self.seen if c == customer and answered < sent]
+            count += index < max(known, default=-1)
+        return count
 
     def stale(self, q: float) -> float:
         """Percentile ``q`` of staleness (model ms; 0 for an answer that was up to date)."""
@@ -118,37 +136,60 @@ def compute_summary(shop: OrderShop, customer: str) -> Entry:
     return Entry(value, row[2], model_now())
 
 
+def value_index(shop: OrderShop, customer: str, answer: tuple[int, float], now: float) -> int:
+    """Where ``answer`` ((open orders, amount)) sits in the customer's value history at model
+    time ``now``: the latest change that produced it (-1 if it never was the value)."""
+    for i in range(len(shop.values[customer]) - 1, -1, -1):
+        committed, value = shop.values[customer][i]
+        if value == answer and committed <= now:
+            return i
+    return -1
+
+
+def catch_up(worker: Any, events: int, timeout: float = 20.0) -> None:
+    """Wait until ``worker`` has read the ``events`` already on its topic, so a run starts
+    with a caught-up cache (raises, naming the fix, when it does not get there)."""
+    wait_until(lambda: worker.processed >= events or not worker.running, timeout,
+               interval=0.01)
+    if worker.processed < events:
+        worker.stop()   # re-raises a handler error, if that is what happened
+        raise LabError(f"The event cache's worker read {worker.processed} of {events} events "
+                       f"within {timeout:g} s.", "check the broker (python -m labsupport "
+                       "broker status)")
+
+
 _caches = itertools.count(1)
 CACHES = ("ttl", "event")   # the order in which each read goes to the two caches
 
 
-class CacheExperiment:
-    """The two caches side by side, over the same shop, the same writes and the same reads."""
+def ttl_hit_rate(reads_per_s: float, ttl_ms: float, compute_ms: float) -> float:
+    """The hit rate of one TTL entry read ``reads_per_s`` times a second: after a miss, the
+    reads during the compute also miss; the next ttl seconds of reads hit:
+    r*ttl / (1 + r*compute + r*ttl)."""
+    r, ttl, compute = reads_per_s, ttl_ms / 1000, compute_ms / 1000
+    return r * ttl / (1 + r * compute + r * ttl)
 
-    def __init__(self, lab: Lab, shop: OrderShop, compute_ms: float = 50.0,
-                 ttl_ms: float = 2000.0, prefix: str = "") -> None:
+
+class CacheBench:
+    """What every cache experiment of module 07 shares: the shop, the origin that counts the
+    requests it serves, the readers who judge every answer, and the paired traffic.
+
+    A subclass names its ``arms`` (one cache design each), starts their services and says
+    with :meth:`url` where a read goes; every read of the schedule goes to every arm at the
+    same moment, so ``logs[a].staleness_ms[i]`` and ``logs[b].staleness_ms[i]`` are a pair.
+    The origin counts requests by client: ``f"{arm}_cache"`` for a read that missed.
+    """
+
+    arms: tuple[str, ...] = CACHES
+
+    def __init__(self, lab: Lab, shop: OrderShop, compute_ms: float, ttl_ms: float) -> None:
         self.lab, self.shop = lab, shop
         self.set(compute_ms=compute_ms, ttl_ms=ttl_ms)
-        self.ttl_entries: dict[str, Entry] = {}
-        self.event_entries: dict[str, Entry] = {}
-        self.logs = {"ttl": ReadLog(), "event": ReadLog()}
+        self.logs = {arm: ReadLog() for arm in self.arms}
         #: the origin's own request log: requests it served, by client
         self.origin: Counter[str] = Counter()
-        #: model ms from a write's commit to the event cache holding it, per write
-        self.refresh_ms: list[float] = []
         self._lock = threading.Lock()
-        self.rng = random.Random(f"{lab.seed}:{prefix}cache")
         self.started = model_now()
-        self.ttl_service = lab.service(f"{prefix}ttl_cache", 0, routes={
-            "/summary/{customer}": self._ttl_get})
-        self.event_service = lab.service(f"{prefix}event_cache", 0, routes={
-            "/summary/{customer}": self._event_get})
-        for customer in shop.customers:   # precompute every entry, ahead of any read
-            self.event_entries[customer] = self._compute_blocking(customer, "event_refresher")
-        group = f"{prefix}summary-cache-{next(_caches)}"   # a new group: reads from offset 0
-        self.worker = lab.bus.worker(shop.topic, group, self._on_event,
-                                     name=group).wait_assigned()
-        self._catch_up(sum(lab.bus.end_offsets(shop.topic)))
         self.run_future: concurrent.futures.Future | None = None
         self.read_rate, self.duration = 40.0, 8.0
 
@@ -164,7 +205,7 @@ class CacheExperiment:
                     "e.g. ttl_ms=2000 keeps an entry for 2 s")
             self.ttl_ms = float(ttl_ms)
 
-    # ----- computing ------------------------------------------------------------------------
+    # ----- the origin -----------------------------------------------------------------------
     def _compute_blocking(self, customer: str, client: str) -> Entry:
         """The origin, called from a worker thread; it logs the request under ``client``."""
         with self._lock:
@@ -178,6 +219,206 @@ class CacheExperiment:
             self.origin[client] += 1
         await asyncio.sleep(to_wall(self.compute_ms / 1000))
         return compute_summary(self.shop, customer)
+
+    async def _dict_ttl(self, arm: str, entries: dict[str, Entry],
+                        customer: str) -> web.Response:
+        """Cache-aside in a dict of this process: an entry lives ``ttl_ms``; a read that finds
+        none, or an expired one, computes it on the user's path (a miss) and keeps it."""
+        entry = entries.get(customer)
+        hit = entry is not None and (model_now() - entry.stored_at) * 1000 < self.ttl_ms
+        if entry is None or not hit:
+            entry = await self._compute(customer, f"{arm}_cache")   # a miss: the user waits
+            entries[customer] = entry
+        return self._answer(arm, entry, hit)
+
+    def _answer(self, arm: str, entry: Entry, hit: bool) -> web.Response:
+        log = self.logs[arm]
+        log.hits += hit
+        log.misses += not hit
+        return web.json_response({**entry.value, "hit": hit})
+
+    # ----- the traffic ------------------------------------------------------------------------
+    def url(self, arm: str, index: int) -> str:
+        """The base URL that read ``index`` of the schedule goes to, for ``arm``."""
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        """Empty the arms' caches before a run (each subclass knows its own)."""
+
+    def start(self, write_rate: float = 10.0, read_rate: float = 40.0,
+              duration: float = 8.0) -> concurrent.futures.Future:
+        """Writes on the shop and reads of every arm (same customers, same moments)."""
+        require_positive(write_rate=write_rate, read_rate=read_rate, duration=duration)
+        self.read_rate, self.duration = read_rate, duration
+        self.logs = {arm: ReadLog() for arm in self.arms}
+        self.origin.clear()
+        self._reset()
+        self.started = model_now()
+        self.shop.commands.set(latency=5)
+        self.run_future = self.lab.submit(self._traffic(write_rate, read_rate, duration))
+        return self.run_future
+
+    def run(self, write_rate: float = 10.0, read_rate: float = 40.0,
+            duration: float = 8.0) -> CacheBench:
+        """:meth:`start` and wait."""
+        self.start(write_rate, read_rate, duration).result()
+        return self
+
+    async def _traffic(self, write_rate: float, read_rate: float, duration: float) -> None:
+        """Writes on the shop; each read sent to every arm at the same moment."""
+        schedule = [(t, f"summary/{path.split('/')[-1]}")
+                    for t, path in self.shop.read_schedule(read_rate, duration)]
+        judged: dict[tuple[int, int], tuple[float, float]] = {}
+
+        def arm_reads(side: int, arm: str) -> Any:
+            return fire_paths(self.lab.session, [""],
+                              [(t, self.url(arm, i) + path) for i, (t, path) in
+                               enumerate(schedule)],
+                              on_shot=lambda _, shot: self._judge(side, shot, judged))
+
+        _, *answers = await asyncio.gather(
+            self.shop.write_load(write_rate, duration, Recorder("writes")),
+            *(arm_reads(side, arm) for side, arm in enumerate(self.arms)))
+        self._keep_pairs([got[0] for got in answers], judged)
+
+    def _judge(self, side: int, shot: Shot, judged: dict[tuple[int, int],
+                                                        tuple[float, float]]) -> None:
+        """The reader judges one answer, as it arrives, against the command side's history
+        of the customer's value at that moment (and the live plot shows it)."""
+        if not shot.ok:
+            return
+        now, body = model_now(), shot.body
+        customer = body["customer"]
+        answer = (body["orders"], round(float(body["amount"]), 2))
+        staleness = self.shop.stale_since_ms(customer, answer, now)
+        judged[(side, shot.index)] = (now - self.started, staleness)
+        arm = self.arms[side]
+        log = self.logs[arm]
+        log.staleness_ms.append(staleness)
+        log.times.append(now - self.started)
+        log.seen.append((shot.t, shot.t + shot.ms / 1000, customer,
+                         value_index(self.shop, customer, answer, now)))
+        log.origin_requests = self.origin[f"{arm}_cache"]
+
+    def _keep_pairs(self, answers: list[list[Shot]],
+                    judged: dict[tuple[int, int], tuple[float, float]]) -> None:
+        """After the run, each log in schedule order, keeping only the reads every arm
+        answered: ``logs[a].staleness_ms[i]`` and ``logs[b].staleness_ms[i]`` are a pair."""
+        both = set.intersection(*({s.index for s in got} for got in answers),
+                                *({i for side, i in judged if side == arm}
+                                  for arm in range(len(self.arms))))
+        for side, name in enumerate(self.arms):
+            log = self.logs[name]
+            log.times = [judged[(side, i)][0] for i in sorted(both)]
+            log.staleness_ms = [judged[(side, i)][1] for i in sorted(both)]
+            log.origin_requests = self.origin[f"{name}_cache"]
+
+    def done(self) -> bool:
+        return self.run_future is None or self.run_future.done()
+
+    labels = {"ttl": "TTL cache", "event": "event-refreshed cache"}
+    title = "A TTL cache and an event-refreshed cache"
+
+    def draw(self, ax: Any) -> None:
+        """The staleness of every answer over time, one colour per arm; the TTL dashed."""
+        ax.axhline(self.ttl_ms, color=PALETTE[3], linestyle="--", lw=1.5, label="TTL")
+        for arm, colour in zip(self.arms, (PALETTE[1], PALETTE[0], PALETTE[2], PALETTE[5]),
+                               strict=False):
+            log = self.logs[arm]
+            count = min(len(log.times), len(log.staleness_ms))
+            if count:
+                ax.plot(log.times[:count], log.staleness_ms[:count], ".", color=colour,
+                        markersize=4,
+                        label=f"{self.labels.get(arm, arm)}: hit rate {log.hit_rate():.0%}")
+        ax.set_xlabel("model seconds since the run started")
+        ax.set_ylabel("staleness of the answer (model ms)")
+        ax.set_ylim(bottom=-50, top=max(self.ttl_ms * 1.4, 100))
+        ax.legend(loc="upper left", fontsize=8)
+
+    def summary(self) -> str:
+        """One line: the knobs, then each arm's hit rate and staleness."""
+        return " | ".join([f"TTL {self.ttl_ms:g} ms, compute {self.compute_ms:g} ms",
+                           *(self.logs[arm].summary(self.labels.get(arm, arm))
+                             for arm in self.arms)])
+
+    def dashboard(self) -> Dashboard:
+        """Sliders for the TTL and the compute cost; Run sends writes and reads."""
+        import ipywidgets as w
+
+        self.controls = {
+            "ttl_ms": w.IntSlider(int(self.ttl_ms), 250, 5000, step=250, description="TTL ms"),
+            "compute_ms": w.IntSlider(int(self.compute_ms), 0, 500, step=25,
+                                      description="compute ms"),
+            "read_rate": w.IntSlider(40, 10, 100, step=10, description="reads/s"),
+        }
+        button = w.Button(description="Run 8 s of traffic", button_style="primary",
+                          layout=w.Layout(width="auto"))
+        button.on_click(lambda _: self.press_run())
+        self.board = Dashboard(self.title,
+                               [*self.controls.values(), button], self.draw)
+        return self.board
+
+    def press_run(self, **values: Any) -> LiveView:
+        """What Run does; ``values`` (ttl_ms, compute_ms, read_rate) move the sliders."""
+        c = set_controls(self.controls, values)
+        self.set(compute_ms=c["compute_ms"], ttl_ms=c["ttl_ms"])
+        self.start(read_rate=c["read_rate"])
+        return self.board.watch(self.done, self.summary, hz=4)
+
+    # ----- predictions from other inputs ------------------------------------------------------
+    def predicted_ttl_hit_rate(self, instances: int = 1) -> float:
+        """Per customer, reads arrive at r = read_rate / customers a second (spread over
+        ``instances`` caches of their own: r / instances each): :func:`ttl_hit_rate`."""
+        r = self.read_rate / len(self.shop.customers) / instances
+        return ttl_hit_rate(r, self.ttl_ms, self.compute_ms)
+
+    def staleness_gap(self, q: float = 90, arm: str = "ttl", over: str = "event") -> Estimate:
+        """``arm`` minus ``over`` staleness at percentile ``q`` (model ms), over the same
+        reads (each read went to both caches at once): a paired bootstrap interval."""
+        return difference(self.logs[arm].staleness_ms, self.logs[over].staleness_ms,
+                          q=q / 100, paired=True)
+
+    def predicted_ttl_stale_share(self, instances: int = 1) -> float:
+        """From the TTL and the rate at which the truth changed during the run (w per
+        customer per second, counted from the command side's history, not from the caches):
+        a hit reads an entry of uniform age a in [0, ttl]; it is stale if the value changed
+        since, with chance 1 - exp(-w*a). Averaged: 1 - (1 - exp(-w*ttl)) / (w*ttl), times
+        the predicted hit rate (a miss is fresh)."""
+        w = self.shop.value_changes(self.started) / len(self.shop.customers) / self.duration
+        x = w * self.ttl_ms / 1000
+        stale_hit = 1 - (1 - math.exp(-x)) / x if x > 0 else 0.0
+        return self.predicted_ttl_hit_rate(instances) * stale_hit
+
+
+class CacheExperiment(CacheBench):
+    """The two caches side by side, over the same shop, the same writes and the same reads:
+    a TTL cache and an event-refreshed cache, each a dict inside its own service."""
+
+    def __init__(self, lab: Lab, shop: OrderShop, compute_ms: float = 50.0,
+                 ttl_ms: float = 2000.0, prefix: str = "") -> None:
+        super().__init__(lab, shop, compute_ms, ttl_ms)
+        self.ttl_entries: dict[str, Entry] = {}
+        self.event_entries: dict[str, Entry] = {}
+        #: model ms from a write's commit to the event cache holding it, per write
+        self.refresh_ms: list[float] = []
+        self.rng = random.Random(f"{lab.seed}:{prefix}cache")
+        self.ttl_service = lab.service(f"{prefix}ttl_cache", 0, routes={
+            "/summary/{customer}": self._ttl_get})
+        self.event_service = lab.service(f"{prefix}event_cache", 0, routes={
+            "/summary/{customer}": self._event_get})
+        for customer in shop.customers:   # precompute every entry, ahead of any read
+            self.event_entries[customer] = self._compute_blocking(customer, "event_refresher")
+        group = f"{prefix}summary-cache-{next(_caches)}"   # a new group: reads from offset 0
+        self.worker = lab.bus.worker(shop.topic, group, self._on_event,
+                                     name=group).wait_assigned()
+        catch_up(self.worker, sum(lab.bus.end_offsets(shop.topic)))
+
+    def url(self, arm: str, index: int) -> str:
+        return (self.ttl_service if arm == "ttl" else self.event_service).url
+
+    def _reset(self) -> None:
+        self.ttl_entries.clear()
+        self.refresh_ms = []
 
     def _on_event(self, event: Event) -> None:
         """The event cache's worker: recompute the customer's entry unless it has this write."""
@@ -195,13 +436,7 @@ class CacheExperiment:
 
     # ----- serving ----------------------------------------------------------------------------
     async def _ttl_get(self, request: web.Request) -> web.Response:
-        customer = request.match_info["customer"]
-        entry = self.ttl_entries.get(customer)
-        hit = entry is not None and (model_now() - entry.stored_at) * 1000 < self.ttl_ms
-        if not hit:
-            entry = await self._compute(customer, "ttl_cache")   # a miss: the user waits
-            self.ttl_entries[customer] = entry
-        return self._answer("ttl", customer, entry, hit)
+        return await self._dict_ttl("ttl", self.ttl_entries, request.match_info["customer"])
 
     async def _event_get(self, request: web.Request) -> web.Response:
         customer = request.match_info["customer"]
@@ -209,85 +444,7 @@ class CacheExperiment:
         hit = entry is not None
         if entry is None:
             entry = await self._compute(customer, "event_cache")
-        return self._answer("event", customer, entry, hit)
-
-    def _answer(self, cache: str, customer: str, entry: Entry, hit: bool) -> web.Response:
-        log = self.logs[cache]
-        log.hits += hit
-        log.misses += not hit
-        return web.json_response({**entry.value, "hit": hit})
-
-    # ----- the experiment -----------------------------------------------------------------------
-    def start(self, write_rate: float = 10.0, read_rate: float = 40.0,
-              duration: float = 8.0) -> concurrent.futures.Future:
-        """Writes on the shop and reads of both caches (same customers, same moments)."""
-        require_positive(write_rate=write_rate, read_rate=read_rate, duration=duration)
-        self.read_rate, self.duration = read_rate, duration
-        self.logs = {"ttl": ReadLog(), "event": ReadLog()}
-        self.origin.clear()
-        self.ttl_entries.clear()
-        self.refresh_ms = []
-        self.started = model_now()
-        self.shop.commands.set(latency=5)
-        self.run_future = self.lab.submit(self._traffic(write_rate, read_rate, duration))
-        return self.run_future
-
-    async def _traffic(self, write_rate: float, read_rate: float, duration: float) -> None:
-        """Writes on the shop; each read sent to both caches at the same moment."""
-        schedule = [(t, f"summary/{path.split('/')[-1]}")
-                    for t, path in self.shop.read_schedule(read_rate, duration)]
-        judged: dict[tuple[int, int], tuple[float, float]] = {}
-        _, answers = await asyncio.gather(
-            self.shop.write_load(write_rate, duration, Recorder("writes")),
-            fire_paths(self.lab.session, [self.ttl_service.url, self.event_service.url],
-                       schedule, on_shot=lambda side, shot: self._judge(side, shot, judged)))
-        self._keep_pairs(answers, judged)
-
-    def run(self, write_rate: float = 10.0, read_rate: float = 40.0,
-            duration: float = 8.0) -> CacheExperiment:
-        """:meth:`start` and wait."""
-        self.start(write_rate, read_rate, duration).result()
-        return self
-
-    def _judge(self, side: int, shot: Shot, judged: dict[tuple[int, int],
-                                                        tuple[float, float]]) -> None:
-        """The reader judges one answer, as it arrives, against the command side's history
-        of the customer's value at that moment (and the live plot shows it)."""
-        if not shot.ok:
-            return
-        now, body = model_now(), shot.body
-        customer = body["customer"]
-        staleness = self.shop.stale_since_ms(customer, (body["orders"],
-                                                        round(float(body["amount"]), 2)), now)
-        judged[(side, shot.index)] = (now - self.started, staleness)
-        log = self.logs[CACHES[side]]
-        log.staleness_ms.append(staleness)
-        log.times.append(now - self.started)
-        log.origin_requests = self.origin[f"{CACHES[side]}_cache"]
-
-    def _keep_pairs(self, answers: list[list[Shot]],
-                    judged: dict[tuple[int, int], tuple[float, float]]) -> None:
-        """After the run, each log in schedule order, keeping only the reads both caches
-        answered: ``logs['ttl'].staleness_ms[i]`` and ``logs['event']...[i]`` are a pair."""
-        both = sorted({s.index for s in answers[0]} & {s.index for s in answers[1]}
-                      & {i for side, i in judged if side == 0}
-                      & {i for side, i in judged if side == 1})
-        for side, name in enumerate(CACHES):
-            log = self.logs[name]
-            log.times = [judged[(side, i)][0] for i in both]
-            log.staleness_ms = [judged[(side, i)][1] for i in both]
-            log.origin_requests = self.origin[f"{name}_cache"]
-
-    def _catch_up(self, events: int, timeout: float = 20.0) -> None:
-        """Wait until the worker has read the ``events`` already on the topic (it skips the
-        ones the precomputed entries include), so a run starts with a caught-up worker."""
-        wait_until(lambda: self.worker.processed >= events or not self.worker.running,
-                   timeout, interval=0.01)
-        if self.worker.processed < events:
-            self.worker.stop()   # re-raises a handler error, if that is what happened
-            raise LabError(f"The event cache's worker read {self.worker.processed} of "
-                           f"{events} events within {timeout:g} s.",
-                           "check the broker (python -m labsupport broker status)")
+        return self._answer("event", entry, hit)
 
     def wait_refreshed(self, timeout: float = 10.0) -> None:
         """Block until the event cache holds every committed write (the worker caught up)."""
@@ -296,75 +453,3 @@ class CacheExperiment:
             raise LabError(f"The event cache was still behind after {timeout:g} s.",
                            "check the broker (python -m labsupport broker status) and "
                            "the worker: cache.worker")
-
-    def predicted_ttl_hit_rate(self) -> float:
-        """Per customer, reads arrive at r = read_rate / customers a second. After a miss,
-        reads during the compute also miss; the next ttl seconds of reads hit:
-        hit rate = r*ttl / (1 + r*compute + r*ttl)."""
-        r = self.read_rate / len(self.shop.customers)
-        ttl, compute = self.ttl_ms / 1000, self.compute_ms / 1000
-        return r * ttl / (1 + r * compute + r * ttl)
-
-    def staleness_gap(self, q: float = 90) -> Estimate:
-        """TTL minus event-refreshed staleness at percentile ``q`` (model ms), over the same
-        reads (each read went to both caches at once): a paired bootstrap interval."""
-        return difference(self.logs["ttl"].staleness_ms, self.logs["event"].staleness_ms,
-                          q=q / 100, paired=True)
-
-    def predicted_ttl_stale_share(self) -> float:
-        """From the TTL and the rate at which the truth changed during the run (w per
-        customer per second, counted from the command side's history, not from the caches):
-        a hit reads an entry of uniform age a in [0, ttl]; it is stale if the value changed
-        since, with chance 1 - exp(-w*a). Averaged: 1 - (1 - exp(-w*ttl)) / (w*ttl), times
-        the predicted hit rate (a miss is fresh)."""
-        w = self.shop.value_changes(self.started) / len(self.shop.customers) / self.duration
-        x = w * self.ttl_ms / 1000
-        stale_hit = 1 - (1 - math.exp(-x)) / x if x > 0 else 0.0
-        return self.predicted_ttl_hit_rate() * stale_hit
-
-    def summary(self) -> str:
-        return (f"TTL {self.ttl_ms:g} ms, compute {self.compute_ms:g} ms | "
-                f"{self.logs['ttl'].summary('TTL cache')} | "
-                f"{self.logs['event'].summary('event-refreshed cache')}")
-
-    def done(self) -> bool:
-        return self.run_future is None or self.run_future.done()
-
-    def draw(self, ax: Any) -> None:
-        """The staleness of every answer over time, for both caches; the TTL dashed."""
-        ax.axhline(self.ttl_ms, color=PALETTE[3], linestyle="--", lw=1.5, label="TTL")
-        for name, colour, label in (("ttl", PALETTE[1], "TTL cache"),
-                                    ("event", PALETTE[0], "event-refreshed cache")):
-            log = self.logs[name]
-            count = min(len(log.times), len(log.staleness_ms))
-            if count:
-                ax.plot(log.times[:count], log.staleness_ms[:count], ".", color=colour,
-                        markersize=4, label=f"{label}: hit rate {log.hit_rate():.0%}")
-        ax.set_xlabel("model seconds since the run started")
-        ax.set_ylabel("staleness of the answer (model ms)")
-        ax.set_ylim(bottom=-50, top=max(self.ttl_ms * 1.4, 100))
-        ax.legend(loc="upper left", fontsize=8)
-
-    def dashboard(self) -> Dashboard:
-        """Sliders for the TTL and the compute cost; Run sends writes and reads."""
-        import ipywidgets as w
-
-        self.controls = {
-            "ttl_ms": w.IntSlider(int(self.ttl_ms), 250, 5000, step=250, description="TTL ms"),
-            "compute_ms": w.IntSlider(int(self.compute_ms), 0, 500, step=25,
-                                      description="compute ms"),
-            "read_rate": w.IntSlider(40, 10, 100, step=10, description="reads/s"),
-        }
-        button = w.Button(description="Run 8 s of traffic", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("A TTL cache and an event-refreshed cache",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
-
-    def press_run(self, **values: Any) -> LiveView:
-        """What Run does; ``values`` (ttl_ms, compute_ms, read_rate) move the sliders."""
-        c = set_controls(self.controls, values)
-        self.set(compute_ms=c["compute_ms"], ttl_ms=c["ttl_ms"])
-        self.start(read_rate=c["read_rate"])
-        return self.board.watch(self.done, self.summary, hz=4)

@@ -15,6 +15,7 @@ from labsupport.exercises.m07 import (
     q1,
     q2,
     q3,
+    q4,
     random_log,
     run_apply,
 )
@@ -81,7 +82,7 @@ def make_apply(mistake: str | None = None):
 
 
 def test_the_module_declares_three_questions():
-    assert declared_questions()["07"] == ["q1", "q2", "q3"]
+    assert declared_questions()["07"] == ["q1", "q2", "q3", "q4"]
     assert (q2.name, q3.name) == ("ttl_hit_rate", "diagnosis")
     assert all(len(q.hints) == 3 for q in (q2, q3))
     assert q1.name == "apply" and len(q1.hints) == 3
@@ -339,3 +340,128 @@ def test_q3_the_table_shows_the_symptoms_it_is_built_from():
 def test_q3_each_wrong_diagnosis_gets_its_own_message(answer, words, capsys):
     assert not q3.check(answer)
     assert words in capsys.readouterr().out
+
+
+# ----- q4: the stampede fix on the real cache server ----------------------------------------------
+Q4_WRONG = {
+    "GET then SET (the classic)": '''
+async def get_or_compute(cache, key, compute, ttl_ms, lock_ms):
+    value = await cache.get(key)
+    if value is None:
+        value = await compute()
+        await cache.set(key, value, px=ttl_ms)
+    return value
+''',
+    "losers return what they find": '''
+async def get_or_compute(cache, key, compute, ttl_ms, lock_ms):
+    value = await cache.get(key)
+    if value is not None:
+        return value
+    if await cache.set(key + ":lock", "me", nx=True, px=lock_ms):
+        value = await compute()
+        await cache.set(key, value, px=ttl_ms)
+        await cache.delete(key + ":lock")
+        return value
+    return await cache.get(key)
+''',
+    "a lock without PX": '''
+import asyncio
+
+async def get_or_compute(cache, key, compute, ttl_ms, lock_ms):
+    while True:
+        value = await cache.get(key)
+        if value is not None:
+            return value
+        if await cache.set(key + ":lock", "me", nx=True):
+            try:
+                value = await compute()
+                await cache.set(key, value, px=ttl_ms)
+                return value
+            finally:
+                await cache.delete(key + ":lock")
+        await asyncio.sleep(0.005)
+''',
+    "waiters never retry the lock": '''
+import asyncio
+
+async def get_or_compute(cache, key, compute, ttl_ms, lock_ms):
+    value = await cache.get(key)
+    if value is not None:
+        return value
+    if await cache.set(key + ":lock", "me", nx=True, px=lock_ms):
+        value = await compute()
+        await cache.set(key, value, px=ttl_ms)
+        await cache.delete(key + ":lock")
+        return value
+    while (value := await cache.get(key)) is None:
+        await asyncio.sleep(0.005)
+    return value
+''',
+    "ignores whether it got the lock": '''
+async def get_or_compute(cache, key, compute, ttl_ms, lock_ms):
+    value = await cache.get(key)
+    if value is None:
+        await cache.set(key + ":lock", "me", nx=True, px=lock_ms)
+        value = await compute()
+        await cache.set(key, value, px=ttl_ms)
+    return value
+''',
+    "a value without a TTL": '''
+import asyncio
+
+async def get_or_compute(cache, key, compute, ttl_ms, lock_ms):
+    while True:
+        value = await cache.get(key)
+        if value is not None:
+            return value
+        if await cache.set(key + ":lock", "me", nx=True, px=lock_ms):
+            value = await compute()
+            await cache.set(key, value)
+            await cache.delete(key + ":lock")
+            return value
+        await asyncio.sleep(0.005)
+''',
+    "a plain function": '''
+def get_or_compute(cache, key, compute, ttl_ms, lock_ms):
+    return cache.get(key)
+''',
+}
+Q4_MESSAGES = {
+    "GET then SET (the classic)": "the backend computed 40 times: every reader that misses",
+    "losers return what they find": "39 of 40 readers got None",
+    "a lock without PX": "your lock has no expiry (PTTL -1)",
+    "waiters never retry the lock": "the waiters only wait for the value",
+    "ignores whether it got the lock": "you take a lock",
+    "a value without a TTL": "stored without a TTL",
+    "a plain function": "should be an async function",
+}
+
+
+def q4_answer(source: str):
+    namespace: dict = {}
+    exec(source, namespace)
+    return namespace["get_or_compute"]
+
+
+def test_q4_the_worked_answer_passes_and_says_what_it_did(lab_cache, capsys):
+    assert q4.check(q4_answer(q4._solution))
+    out = capsys.readouterr().out
+    assert "computed 1 time(s)" in out and "10 waiting readers got the value" in out
+
+
+@pytest.mark.parametrize("name", list(Q4_WRONG))
+def test_q4_each_wrong_answer_gets_its_own_message(name, lab_cache, capsys):
+    assert not q4.check(q4_answer(Q4_WRONG[name]))
+    out = capsys.readouterr().out
+    assert Q4_MESSAGES[name] in out, out
+    others = [m for n, m in Q4_MESSAGES.items() if n != name]
+    assert not any(m in out for m in others), out
+
+
+def test_q4_without_a_cache_server_names_the_fix(monkeypatch, capsys):
+    from labsupport.broker import net
+
+    monkeypatch.setenv("LAB_CACHE_URL", f"redis://127.0.0.1:{net.free_port()}/0")
+    assert not q4.check(q4_answer(q4._solution))
+    out = capsys.readouterr().out
+    assert "needs the lab's cache server" in out and "LAB_CACHE_URL" in out

@@ -2,7 +2,7 @@
 
 ::
 
-    from labsupport.exercises.m07 import q1, q2, q3
+    from labsupport.exercises.m07 import q1, q2, q3, q4
 
 * ``q2``: a number ``ttl_hit_rate``: the hit rate of a TTL cache, predicted from the read
   rate, the number of customers, the TTL and the compute time (the lesson's reasoning on
@@ -10,6 +10,12 @@
 * ``q3``: a dict ``diagnosis``: reading a staleness/lag table of four projections
   (:data:`STALENESS_RUN`), which one commits its offsets before it applies the events, and
   which one stalled. Checked against how the run's projections were built.
+
+* ``q4``: an async function ``get_or_compute(cache, key, compute, ttl_ms, lock_ms)`` on the
+  lab's cache server (redis-py asyncio): the stampede fix. The checker sends 40 readers at
+  once to a missing key and counts the calls of its own ``compute``; checks that every reader
+  gets the value, that the value has a TTL, and that a lock holder that dies inside
+  ``compute`` (no return, no ``finally``) delays the others only until its lock expires.
 
 * ``q1``: a function ``apply(view, event)`` that updates a read model in place.
   ``view`` is ``{"orders": {order_id: row}, "customers": {customer: totals}}`` where a row
@@ -31,10 +37,12 @@ rebuild, where a real one would lose it.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
 import itertools
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -672,7 +680,305 @@ q3 = Question(
             "staleness only for a projection that applies before it commits.",
 )
 
-QUESTIONS = [q1, q2, q3]
-__all__ = ["q1", "q2", "q3", "QUESTIONS", "event", "new_view", "expected_view", "random_log",
-           "run_apply", "TTL_CASE", "ttl_hit_rate_for", "STALENESS_RUN", "StalenessRun",
-           "Projection"]
+
+
+# ----- q4: the stampede fix on a real cache server ------------------------------------------------
+STAMPEDE_READERS = 40       # readers that arrive at once on a missing hot key
+COMPUTE_S = 0.2             # the checker's expensive compute (wall s)
+TTL_MS, LOCK_MS = 5000, 300
+"""q4's conditions: ``get_or_compute(cache, key, compute, ttl_ms=5000, lock_ms=300)``."""
+
+
+@dataclass
+class _Backend:
+    """The checker's expensive compute: it counts its own calls; the ``hang`` first calls
+    never return (a holder that crashed while it held the lock)."""
+
+    value: str
+    hang: int = 0
+    calls: int = 0
+
+    async def compute(self) -> str:
+        self.calls += 1
+        if self.calls <= self.hang:
+            await asyncio.Event().wait()   # the process died here: no return, no finally
+        await asyncio.sleep(COMPUTE_S)
+        return self.value
+
+
+class _Watch:
+    """Looks at the run's keys every few ms, as the server holds them: name and PTTL."""
+
+    def __init__(self, cache: Any, pattern: str) -> None:
+        self.cache, self.pattern = cache, pattern
+        self.seen: dict[str, int] = {}      # key -> lowest PTTL seen (-1: no expiry)
+        self.longest: dict[str, int] = {}   # key -> highest PTTL seen
+        self._task: asyncio.Task | None = None
+        self._running = False
+
+    async def _loop(self) -> None:
+        while self._running:
+            async for key in self.cache.scan_iter(match=self.pattern, count=100):
+                ttl = await self.cache.pttl(key)
+                if ttl == -2:
+                    continue   # deleted since the scan saw it
+                self.seen[key] = min(ttl, self.seen.get(key, ttl))
+                self.longest[key] = max(ttl, self.longest.get(key, ttl))
+            await asyncio.sleep(0.005)
+
+    def start(self) -> None:
+        self._running = True
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Ask the loop to end (a cancelled redis-py command can swallow the cancellation)."""
+        self._running = False
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=1.0)
+
+    def locks(self, value_key: str) -> dict[str, int]:
+        """Keys other than the value's (the learner's lock), with their lowest PTTL."""
+        return {k: t for k, t in self.seen.items() if k != value_key}
+
+
+async def _gather(calls: list[Any], timeout: float) -> tuple[list[Any], int]:
+    """Run the learner's calls at once; returns (results, how many were still waiting after
+    ``timeout`` s: those are cancelled). A learner's exception comes back as LearnerRaised."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    await _cancel(pending)
+    for task in done:
+        if task.exception() is not None:
+            raise LearnerRaised(task.exception(), "get_or_compute(cache, key, compute, ...)")
+    return [t.result() if t in done else None for t in tasks], len(pending)
+
+
+async def _cancel(tasks: Any, grace: float = 2.0) -> None:
+    """Cancel ``tasks`` and give them ``grace`` s to end (one that swallows the cancellation
+    is left behind rather than waited for forever)."""
+    tasks = [t for t in tasks if not t.done()]
+    for task in tasks:
+        task.cancel()
+        task.add_done_callback(_quiet)
+    if tasks:
+        await asyncio.wait(tasks, timeout=grace)
+
+
+def _quiet(task: asyncio.Task) -> None:
+    """Retrieve a cancelled call's late error (the checker has already judged it)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _in_a_loop_of_its_own(coro: Any, timeout: float = 30.0) -> Any:
+    """Run ``coro`` on a new event loop in a thread (a notebook's own loop is running)."""
+    import concurrent.futures
+
+    def run() -> Any:
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        finally:
+            loop.run_until_complete(_cancel(asyncio.all_tasks(loop)))
+            loop.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+@dataclass
+class _StampedeReport:
+    cold_ms: float = 0.0
+    computes: int = 0
+    readers: int = 0
+    stampede_ms: float = 0.0
+    lock_ttl: int = 0
+    crash_ms: float = 0.0
+
+
+class _StampedeStep(Step):
+    """A cold key, a warm key, 40 readers at once on a missing key, a holder that dies."""
+
+    report = _StampedeReport()
+
+    def run(self, answer: Any) -> None:
+        if not inspect.iscoroutinefunction(answer):
+            raise NotYet("get_or_compute should be an async function (async def "
+                         "get_or_compute(cache, key, compute, ttl_ms, lock_ms):) that awaits "
+                         "the cache's commands and compute().")
+        from .. import cache_server
+
+        try:
+            url = cache_server.url()
+        except cache_server.CacheUnavailable as err:
+            raise NotYet(f"the checker needs the lab's cache server and found none: "
+                         f"{err.problem} Fix: {err.fix}") from None
+        self.report = _in_a_loop_of_its_own(self._scenarios(answer, url))
+
+    async def _scenarios(self, answer: Any, url: str) -> _StampedeReport:
+        import uuid
+
+        import redis.asyncio as aioredis
+
+        cache = aioredis.from_url(url, decode_responses=True)
+        prefix = f"lab07:q4:{uuid.uuid4().hex[:8]}:"
+        report = _StampedeReport()
+        try:
+            await self._cold_and_warm(answer, cache, prefix, report)
+            await self._stampede(answer, cache, prefix, report)
+            await self._crash(answer, cache, prefix, report)
+        finally:
+            keys = [k async for k in cache.scan_iter(match=f"*{prefix}*", count=500)]
+            if keys:
+                await cache.delete(*keys)
+            await cache.aclose()
+        return report
+
+    @staticmethod
+    async def _cold_and_warm(answer: Any, cache: Any, prefix: str,
+                             report: _StampedeReport) -> None:
+        key, backend = f"{prefix}cold", _Backend("fresh value")
+        start = time.perf_counter()
+        (got,), waiting = await _gather([answer(cache, key, backend.compute, TTL_MS, LOCK_MS)],
+                                        5.0)
+        report.cold_ms = (time.perf_counter() - start) * 1000
+        if waiting:
+            raise NotYet("one reader on a missing key was still waiting after 5 s, with nobody "
+                         "else around: the first reader must take the lock and compute.")
+        if got != backend.value:
+            raise NotYet(f"one reader on a missing key got {got!r}; it should get what compute() "
+                         f"returned ({backend.value!r}). Did you forget `return`?")
+        stored, ttl = await cache.get(key), await cache.pttl(key)
+        if stored != backend.value:
+            raise NotYet(f"after a miss, the cache holds {stored!r} under the key: store the "
+                         "computed value (SET key value PX ttl_ms), or the next reader misses "
+                         "again.")
+        if ttl < 0:
+            raise NotYet("the value is stored without a TTL (its PTTL is -1): it would never "
+                         "be refreshed. Store it with SET key value PX ttl_ms.")
+        if ttl > TTL_MS:
+            raise NotYet(f"the value's TTL is {ttl} ms, above ttl_ms={TTL_MS}: PX counts "
+                         "milliseconds (EX counts seconds).")
+        warm, backend = f"{prefix}warm", _Backend("new value")
+        await cache.set(warm, "cached value", px=TTL_MS)
+        (got,), _ = await _gather([answer(cache, warm, backend.compute, TTL_MS, LOCK_MS)], 5.0)
+        if backend.calls or got != "cached value":
+            raise NotYet(f"with the key in the cache, your function computed {backend.calls} "
+                         f"time(s) and returned {got!r}: a hit returns the cached value "
+                         "without computing.")
+
+    @staticmethod
+    async def _stampede(answer: Any, cache: Any, prefix: str,
+                        report: _StampedeReport) -> None:
+        key, backend = f"{prefix}hot", _Backend("hot value")
+        watch = _Watch(cache, f"*{prefix}hot*")
+        watch.start()
+        start = time.perf_counter()
+        try:
+            results, waiting = await _gather(
+                [answer(cache, key, backend.compute, TTL_MS, LOCK_MS)
+                 for _ in range(STAMPEDE_READERS)], 5.0)
+        finally:
+            await watch.stop()
+        report.stampede_ms = (time.perf_counter() - start) * 1000
+        report.computes, report.readers = backend.calls, STAMPEDE_READERS
+        locks = watch.locks(key)
+        report.lock_ttl = max((watch.longest[k] for k in locks), default=0)
+        n = STAMPEDE_READERS
+        if backend.calls > 2 and not locks:
+            raise NotYet(f"{n} readers arrived at once on a missing key and the backend "
+                         f"computed {backend.calls} times: every reader that misses computes "
+                         "(GET, then SET: the stampede). Let one reader take a lock first: "
+                         "SET lock token NX PX lock_ms; the others wait for its value.")
+        if backend.calls > 2:
+            raise NotYet(f"{n} readers at once: you take a lock ({', '.join(locks)}) but the "
+                         f"backend still computed {backend.calls} times. SET ... NX returns "
+                         "None when another reader holds the lock: then do not compute, wait.")
+        if waiting:
+            raise NotYet(f"{waiting} of {n} readers were still waiting 5 s after the compute "
+                         "(0.2 s) ended: a waiting reader must GET the key again every few ms "
+                         "and return the value as soon as it is there.")
+        empty = sum(r != backend.value for r in results)
+        if empty:
+            raise NotYet(f"{empty} of {n} readers got {next(r for r in results if r != backend.value)!r} "
+                         "instead of the value: a reader that does not get the lock must wait "
+                         "for the value (GET it again after a short sleep), not give up.")
+
+    @staticmethod
+    async def _crash(answer: Any, cache: Any, prefix: str, report: _StampedeReport) -> None:
+        key, backend = f"{prefix}crash", _Backend("after the crash", hang=1)
+        watch = _Watch(cache, f"*{prefix}crash*")
+        watch.start()
+        holder = asyncio.ensure_future(answer(cache, key, backend.compute, TTL_MS, LOCK_MS))
+        try:
+            await asyncio.sleep(0.05)   # the holder has the lock and is inside compute()
+            start = time.perf_counter()
+            results, waiting = await _gather(
+                [answer(cache, key, backend.compute, TTL_MS, LOCK_MS) for _ in range(10)],
+                LOCK_MS / 1000 + 3.0)
+            report.crash_ms = (time.perf_counter() - start) * 1000
+        finally:
+            await _cancel([holder])
+            await watch.stop()
+        if waiting:
+            locks = watch.locks(key)
+            if any(ttl < 0 for ttl in locks.values()):
+                raise NotYet("a reader took the lock and died inside compute() (a crashed "
+                             "process runs no finally), and the others waited forever: your "
+                             "lock has no expiry (PTTL -1). SET lock token NX PX lock_ms, so a "
+                             "dead holder's lock goes away after lock_ms.")
+            raise NotYet(f"a reader took the lock and died inside compute(); {waiting} of 10 "
+                         f"others were still waiting {LOCK_MS / 1000 + 3:g} s later. The lock "
+                         "expires after lock_ms, but the waiters only wait for the value: "
+                         "while waiting, try SET lock token NX PX lock_ms again, and compute "
+                         "if you get it.")
+        if any(r != backend.value for r in results):
+            raise NotYet("after a holder died, some readers got no value: the reader that takes "
+                         "the expired lock must compute and store it, the others wait for it.")
+
+
+class _StampedeQuestion(Question):
+    """q4, whose success message says what the learner's function did."""
+
+    def _evaluate(self, answer: Any) -> tuple[str, str]:
+        status, message = super()._evaluate(answer)
+        if status != progress.DONE:
+            return status, message
+        r = _STAMPEDE.report
+        lock = (f"its lock (seen with {r.lock_ttl} ms to live) expired" if r.lock_ttl > 0
+                else "its lock expired")
+        return status, (f"{r.readers} readers arrived at once on a missing key: the backend "
+                        f"computed {r.computes} time(s), where a plain GET-then-SET computes "
+                        f"once per reader, and every reader got the value within "
+                        f"{r.stampede_ms:.0f} ms. When the holder died inside compute(), "
+                        f"{lock} and the 10 waiting readers got the value "
+                        f"{r.crash_ms:.0f} ms later, instead of never.")
+
+
+_STAMPEDE = _StampedeStep()
+q4 = _StampedeQuestion(
+    id="q4", module=MODULE, title="stop the stampede on a hot key", name="get_or_compute",
+    what="an async function get_or_compute(cache, key, compute, ttl_ms, lock_ms) that returns "
+         "the key's value from the cache server, computing it (await compute()) at most once "
+         "while it is missing",
+    steps=[_STAMPEDE],
+    hints=[
+        "Start with plain cache-aside: value = await cache.get(key); if it is not None return "
+        "it. The question is what a reader that misses does, when 39 others miss at the same "
+        "moment.",
+        "Only one reader should compute: `await cache.set(lock, token, nx=True, px=lock_ms)` "
+        "returns True for exactly one of them. That one computes, stores the value with "
+        "px=ttl_ms, deletes the lock and returns. The others sleep a few ms and loop: GET the "
+        "value again.",
+        "Loop until you have the value: GET (return it if there); else try SET lock NX PX; if "
+        "you got the lock, compute, SET key value PX ttl_ms, delete the lock, return; else "
+        "await asyncio.sleep(0.005). Trying the lock on every turn is what lets a waiter take "
+        "over when a dead holder's lock expires.",
+    ],
+    success="",
+)
+
+QUESTIONS = [q1, q2, q3, q4]
+__all__ = ["q1", "q2", "q3", "q4", "QUESTIONS", "event", "new_view", "expected_view",
+           "random_log", "run_apply", "TTL_CASE", "ttl_hit_rate_for", "STALENESS_RUN",
+           "StalenessRun", "Projection", "STAMPEDE_READERS", "TTL_MS", "LOCK_MS"]
