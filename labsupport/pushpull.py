@@ -308,6 +308,11 @@ class PushPullRun:
         """How many requests the subscriber received for each event (any answer)."""
         return Counter(v.index for v in self.visits[design])
 
+    def answered(self, design: str, status: int) -> Counter[int]:
+        """How many times the subscriber answered ``status`` to each event: a 400 counted
+        twice for one event means it was sent again after a permanent error."""
+        return Counter(v.index for v in self.visits[design] if v.status == status)
+
     def dead_lettered(self, design: str = "push") -> list[int]:
         """Events never delivered that were not marked bad: the retries ran out."""
         first = self.first_receipt(design)

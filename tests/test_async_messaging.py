@@ -116,7 +116,7 @@ def test_groups_share_partitions_inside_and_each_read_everything(lab_at):
 def test_three_designs_order_as_the_lesson_claims(system):
     result = ThreeWays(system).run(rate=5, seconds=2)
     sync_p50 = result.p("sync", 50)
-    assert result.p("async", 99) < sync_p50 / 2
+    assert result.p("async", 50) < sync_p50 / 2   # ten answers: their p99 is one pause
     assert result.p("rr", 50) > sync_p50
     assert len(result.rows) == len(result.recorders["async"])
     # request-reply's path (its wait minus its own work) is longer than the direct call's
