@@ -39,7 +39,7 @@ from .caching import CacheBench, Entry, catch_up
 from .cqrs import model_now, require_positive
 from .dashboard import PALETTE, Dashboard, LiveView, set_controls
 from .errors import require
-from .evidence import Estimate, quantile
+from .evidence import Estimate, quantile, share
 from .load import Shot, arrival_times, fire
 from .metrics import percentile
 from .settings import to_wall
@@ -264,6 +264,8 @@ class SharedInstances(_ServerBench):
         CacheBench.__init__(self, lab, shop, compute_ms, ttl_ms)
         self._connect(lab, url)
         self.local: list[dict[str, Entry]] = [{}, {}]
+        self._went_back: dict[str, tuple[int, int]] = {}
+        self._settings: tuple[float, float, float] = (10.0, 40.0, 8.0)
         self.instances = {
             "shared": [lab.service(f"shared_{n}", 0, routes={
                 "/summary/{customer}": self._shared_get}) for n in "ab"],
@@ -282,6 +284,29 @@ class SharedInstances(_ServerBench):
 
     def url(self, arm: str, index: int) -> str:
         return self.instances[arm][index % 2].url
+
+    def run(self, write_rate: float = 10.0, read_rate: float = 40.0,
+            duration: float = 8.0) -> SharedInstances:
+        """One run (see :meth:`CacheBench.run`); its answers that went back in time are
+        added to every earlier run's, for :meth:`went_back`."""
+        super().run(write_rate, read_rate, duration)
+        self._settings = (write_rate, read_rate, duration)
+        for arm in self.arms:
+            back, reads = self._went_back.get(arm, (0, 0))
+            self._went_back[arm] = (back + self.logs[arm].backward(), reads + self.logs[arm].reads)
+        return self
+
+    def went_back(self, arm: str) -> Estimate:
+        """Share of ``arm``'s answers that went back in time, over every run so far (Wilson):
+        a handful in 480 reads, so one run alone may see none."""
+        back, reads = self._went_back.get(arm, (0, 0))
+        return share(back, reads)
+
+    def went_back_more(self, arm: str = "local") -> Estimate:
+        """Run once more with the last settings and return :meth:`went_back` (a claim's
+        ``more=``: a bigger sample when one run's count cannot decide)."""
+        self.run(*self._settings)
+        return self.went_back(arm)
 
     def _reset(self) -> None:
         self.delete_keys("shared")

@@ -143,7 +143,12 @@ def test_shared_instances_hit_more_and_never_go_back_where_dicts_do(shop_on_serv
     assert abs(shared.hit_rate() - pair.predicted_ttl_hit_rate(1)) <= 0.1, pair.summary()
     assert abs(local.hit_rate() - pair.predicted_ttl_hit_rate(2)) <= 0.1, pair.summary()
     assert shared.hit_rate() > local.hit_rate()
-    assert local.backward() > shared.backward() == 0, pair.summary()
+    assert shared.backward() == 0, pair.summary()
+    for _ in range(3):   # a handful in 240 reads: one run alone may see none
+        if pair.went_back("local").low > 0:
+            break
+        pair.went_back_more()
+    assert pair.went_back("local").low > 0 and pair.went_back("shared").value == 0, pair.summary()
     assert pair.keys_left() > 0
     pair.close()
     assert pair.keys_left() == 0, "close deletes the experiment's keys"
