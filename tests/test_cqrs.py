@@ -169,7 +169,7 @@ def test_reads_are_unaffected_by_a_slow_write_path(shop_lab):
     gc.collect()
     slow = shop.mixed(400, duration=3)
     assert slow.p("writes", 50) >= 0.9 * 400, slow.summary()
-    assert abs(slow.p("reads", 50) - fast.p("reads", 50)) <= 0.5 * fast.p("reads", 50) + overhead
+    assert slow.p("reads", 50) <= 2 * fast.p("reads", 50) + overhead  # not the writes' 400 ms
     assert slow.estimate("reads", 50).high <= 100 + overhead, slow.summary()  # p50: a busy
     # machine moves a p90 of 150 reads by hundreds of ms; the paired control below is the test
     assert slow.writes.errors == 0 and slow.reads.errors == 0
