@@ -504,6 +504,23 @@ class HedgeRun:
                 f"copies sent, the leaf received {self.leaf_calls} calls "
                 f"({self.extra_calls().value:.1%} extra).")
 
+    def draw(self, ax) -> None:
+        """Both designs' latencies as the share of requests slower than x (log scales): the
+        tail is where the curves part."""
+        for samples, label, color in ((self.plain_ms, "plain", PALETTE[1]),
+                                      (self.hedged_ms, "hedged", PALETTE[0])):
+            ordered = sorted(samples)
+            n = len(ordered)
+            ax.step(ordered, [1 - (i + 1) / n + 1 / (2 * n) for i in range(n)], where="post",
+                    color=color, label=f"{label}: p99 {quantile(samples, 0.99).value:.0f} ms")
+        ax.axvline(self.hedge_after_ms, color=PALETTE[4], linestyle="--",
+                   label=f"hedge after {self.hedge_after_ms:.0f} ms")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("latency (model ms)")
+        ax.set_ylabel("share of requests slower")
+        ax.legend(loc="lower left", fontsize=8)
+
 
 class HedgeExperiment:
     """A caller that reaches one slow-tailed leaf two ways, side by side.
@@ -520,6 +537,8 @@ class HedgeExperiment:
         from aiohttp import web
 
         self.lab, self.hedge_after_ms, self.hedges = lab, 0.0, 0
+        self.board: Dashboard | None = None
+        self.last: HedgeRun | None = None
         self.plain_leaf = lab.service(f"{name}_leaf_plain", latency, workers=workers)
         self.hedged_leaf = lab.service(f"{name}_leaf_hedged", latency, workers=workers)
         self._web = web
@@ -558,6 +577,40 @@ class HedgeExperiment:
         self.hedge_after_ms = record.percentile(q * 100)
         return self.hedge_after_ms
 
+    def dashboard(self) -> Dashboard:
+        """When to hedge (the plain leaf's quantile), the rate and the requests; Run
+        measures the delay, then sends the same schedule to both designs."""
+        import ipywidgets as w
+
+        self.controls = {
+            "hedge_at": w.Dropdown(options=[0.5, 0.9, 0.95, 0.99], value=0.95,
+                                   description="hedge at q"),
+            "rate": w.IntSlider(12, 2, 30, description="requests/s"),
+            "requests": w.IntSlider(300, 100, 1000, 100, description="requests"),
+        }
+        button = w.Button(description="Run", button_style="primary")
+        button.on_click(lambda _: self.press_run())
+        self.board = Dashboard("Hedged requests: a second copy after a delay",
+                               [*self.controls.values(), button], self.draw)
+        return self.board
+
+    def press_run(self, **values: object) -> HedgeRun:
+        """What Run does; ``values`` (``hedge_at``, ``rate``, ``requests``) move the controls
+        first, e.g. ``hedge_at=0.5`` hedges half of all requests."""
+        if self.board is None:
+            self.dashboard()
+        c = set_controls(self.controls, values)
+        self.calibrate(q=c["hedge_at"])
+        run = self.run(rate=c["rate"], requests=c["requests"])
+        self.board.refresh(run.summary())
+        return run
+
+    def draw(self, ax) -> None:
+        if self.last is None:
+            ax.text(0.5, 0.5, "press Run", ha="center", va="center", transform=ax.transAxes)
+            return
+        self.last.draw(ax)
+
     def run(self, rate: float = 15, requests: int = 1000) -> HedgeRun:
         """The same open-loop schedule to ``/plain`` and ``/hedged`` at the same moments."""
         require(self.hedge_after_ms > 0, "measure the hedge delay first: calibrate()")
@@ -577,5 +630,6 @@ class HedgeExperiment:
             return [s.ms for s in shots]  # a failure counts at the time it took
 
         leaf_ms = [(s.body or {}).get("leaf_ms", math.inf) for s in plain]
-        return HedgeRun(self.hedge_after_ms, waited(plain), waited(hedged), leaf_ms,
-                        self.hedges, self.hedged_leaf.received)
+        self.last = HedgeRun(self.hedge_after_ms, waited(plain), waited(hedged), leaf_ms,
+                             self.hedges, self.hedged_leaf.received)
+        return self.last

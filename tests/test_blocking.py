@@ -183,3 +183,23 @@ def test_with_no_hedge_in_time_the_hedged_design_is_the_plain_one(lab):
     hedge.hedge_after_ms = 5_000
     run = hedge.run(rate=12, requests=60)
     assert run.hedges == 0 and run.leaf_calls == run.requests
+
+
+def test_the_hedging_dashboard_runs_what_its_controls_say(lab):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hedge = HedgeExperiment(lab)
+    board = hedge.dashboard()
+    run = hedge.press_run(hedge_at=0.5, requests=100, rate=20)
+    assert run is hedge.last and run.requests == 100
+    assert run.hedges >= 25   # hedging at the median sends a second copy for about half
+    fig, ax = plt.subplots()
+    hedge.draw(ax)
+    assert len(ax.lines) == 3 and "hedge after" in ax.get_legend().get_texts()[2].get_text()
+    plt.close(fig)
+    assert board is hedge.board
+    with pytest.raises(BadParameter, match="No control 'colour'"):
+        hedge.press_run(colour="red")
