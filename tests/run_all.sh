@@ -58,7 +58,7 @@ stage "pytest: unit, checkers, notebooks twice, nbval" 900 \
 # Its kernels only print an inconclusive claim (Run All would stop there): the verdicts were
 # decided, and re-run when inconclusive, by the notebook test above.
 export LAB_INCONCLUSIVE=warn
-stage "browser (Playwright + Chromium + JupyterLab)" 420 \
+stage "browser (Playwright + Chromium + JupyterLab)" 600 \
   $BIN/python -m pytest -p no:cacheprovider -q tests/browser
 
 $BIN/python -m labsupport.stage_times "$TIMES"

@@ -2,8 +2,9 @@
 and check that nothing failed and that the widgets really rendered.
 
 Run:  .venv/bin/python -m pytest tests/browser -q
-Env:  BROWSER_TEST_NOTEBOOKS  glob of notebooks, relative to the repo root or
-                              absolute (default "notebooks/*.ipynb")
+Env:  BROWSER_TEST_NOTEBOOKS  globs of notebooks separated by spaces, relative to
+                              the repo root or absolute (default: the lessons
+                              and the solutions, "notebooks/*.ipynb solutions/*.ipynb")
       BROWSER_TEST_ROOT_DIR   JupyterLab root_dir (default: the repo root, or
                               the notebooks' common folder if outside the repo)
       LAB_TIME_SCALE          passed to the kernels (default "0.2")
@@ -103,15 +104,17 @@ COLLECT_CELLS_JS = """
 
 
 # -- which notebooks ----------------------------------------------------------
+DEFAULT_NOTEBOOKS = "notebooks/*.ipynb solutions/*.ipynb"
+
+
 def _notebook_paths() -> list[Path]:
-    pattern = os.environ.get("BROWSER_TEST_NOTEBOOKS", "notebooks/*.ipynb")
-    if not os.path.isabs(pattern):
-        pattern = str(REPO_ROOT / pattern)
-    return sorted(
-        Path(p).resolve()
-        for p in glob.glob(pattern, recursive=True)
-        if ".ipynb_checkpoints" not in Path(p).parts
-    )
+    found = set()
+    for pattern in os.environ.get("BROWSER_TEST_NOTEBOOKS", DEFAULT_NOTEBOOKS).split():
+        if not os.path.isabs(pattern):
+            pattern = str(REPO_ROOT / pattern)
+        found |= {Path(p).resolve() for p in glob.glob(pattern, recursive=True)
+                  if ".ipynb_checkpoints" not in Path(p).parts}
+    return sorted(found)
 
 
 def _root_dir(notebooks: list[Path]) -> Path:
@@ -129,7 +132,7 @@ ROOT_DIR = _root_dir(NOTEBOOKS) if NOTEBOOKS else REPO_ROOT
 def _params() -> list:
     if not NOTEBOOKS:
         reason = (
-            f"no notebook matches {os.environ.get('BROWSER_TEST_NOTEBOOKS', 'notebooks/*.ipynb')}"
+            f"no notebook matches {os.environ.get('BROWSER_TEST_NOTEBOOKS', DEFAULT_NOTEBOOKS)}"
         )
         return [pytest.param(None, id="no-notebooks", marks=pytest.mark.skip(reason=reason))]
     return [pytest.param(nb, id=_rel(nb)) for nb in NOTEBOOKS]
