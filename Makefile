@@ -14,7 +14,7 @@ STAMP     := $(VENV)/.installed
 LAB_ARGS  ?=
 ROOT_ARGS := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 
-.PHONY: lab test check bench site setup broker-up broker-down doctor lint clean
+.PHONY: lab test test-hog check bench site setup broker-up broker-down doctor lint clean
 
 lab: setup
 	$(BIN)/python -m labsupport broker up
@@ -23,6 +23,10 @@ lab: setup
 
 test: setup
 	@bash tests/run_all.sh
+
+# The same suite with a busy process pinned to one core beside it (budgets grow by half).
+test-hog: setup
+	@LAB_CPU_HOG=1 bash tests/run_all.sh
 
 # The inner loop while you change labsupport (about a minute): lint, unit tests, doctests and
 # the checks that start no services, broker or kernel. `make test` runs everything.

@@ -1,8 +1,8 @@
 """A busy process pinned to one core, the way learners' machines really are.
 
 `python tests/cpu_hog.py SECONDS` spins until SECONDS have passed (it always stops by itself)
-or until it is killed. run_all.sh runs the nbval pass beside it: every notebook must keep its
-verdicts while one of the machine's cores is taken.
+or until it is killed. `make test-hog` (LAB_CPU_HOG=1 in run_all.sh) runs the pytest and browser
+stages beside it: every notebook must keep its verdicts while one of the machine's cores is taken.
 """
 from __future__ import annotations
 
