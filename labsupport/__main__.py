@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import broker, doctor
-from .errors import LabError, require
+from labsupport import broker
+from labsupport.course import doctor
+from labsupport.runtime.errors import LabError, require
 
 
 def _server(action: str, what: str, command: str, module: Any, address: str,
@@ -46,13 +47,13 @@ def _broker(action: str) -> int:
 
 
 def _cache(action: str) -> int:
-    from . import cache_server
+    from labsupport.runtime import cache_server
 
     return _server(action, "cache server", "cache", cache_server, "url")
 
 
 def _exercises(action: str) -> int:
-    from . import exercises_build
+    from labsupport.course import exercises_build
 
     if action == "build":
         for path in exercises_build.build():
@@ -70,7 +71,7 @@ def _exercises(action: str) -> int:
 
 
 def _classroom(args: argparse.Namespace) -> int:
-    from . import classroom
+    from labsupport.course import classroom
 
     if args.action == "check":
         report = classroom.check()
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cache":
             return _cache(args.action)
         if args.command == "notebooks":
-            from .authoring import store_checked_outputs
+            from labsupport.course.authoring import store_checked_outputs
 
             for path in args.paths:
                 print(f"{path}: kept {store_checked_outputs(path)} checked outputs")
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from pathlib import Path
 
-            from .bench import run
+            from labsupport.course.bench import run
 
             path = run(tuple(args.skip), Path(args.output) if args.output else None)
             print(f"wrote {path}")
@@ -157,15 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "classroom":
             return _classroom(args)
         if args.command == "grade":
-            from .grading import main as grade_main
+            from labsupport.course.grading import main as grade_main
 
             return grade_main(args.paths, args.timeout, args.out)
         if args.command == "site":
-            from .site import main as site_main
+            from labsupport.course.site import main as site_main
 
             return site_main(args.source, args.out)
         if args.command == "progress":
-            from .exercises import progress_table
+            from labsupport.exercises import progress_table
 
             print(progress_table())
             return 0

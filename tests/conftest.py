@@ -32,8 +32,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def lab_at():
     """``lab_at(scale, seed)``: a Lab at that time scale; closed, and the scale restored, after."""
-    from labsupport import settings
-    from labsupport.lab import Lab
+    from labsupport.runtime import settings
+    from labsupport.runtime.lab import Lab
 
     saved, labs = settings._scale_override, []
 
@@ -65,7 +65,7 @@ def lab_broker():
 @pytest.fixture(scope="session")
 def lab_cache():
     """The lab's cache server: reuse the running one, or start one and stop it afterwards."""
-    from labsupport import cache_server
+    from labsupport.runtime import cache_server
 
     _, answers = cache_server.status()
     record = cache_server.up()
@@ -84,7 +84,7 @@ def isolated_progress(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def checker_time_scale():
     """Checkers that run real services do so at time scale 0.2 for the whole test module."""
-    from labsupport import settings
+    from labsupport.runtime import settings
 
     settings.set_time_scale(0.2)
     yield

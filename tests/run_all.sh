@@ -81,4 +81,4 @@ stage "browser (Playwright + Chromium + JupyterLab)" 600 \
   $BIN/python -m pytest -p no:cacheprovider -q tests/browser
 
 stop_hog
-$BIN/python -m labsupport.stage_times "$TIMES"
+$BIN/python -m labsupport.course.stage_times "$TIMES"

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labsupport.authoring import MARK
+from labsupport.course.authoring import MARK
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("solutions/*.ipynb")) + \

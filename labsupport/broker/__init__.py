@@ -8,7 +8,7 @@ Learners mostly need three things::
     broker.topic("orders")                # 'alice.orders' (namespaced per learner)
 
 Every function that talks to the broker first checks that it answers and, if
-not, raises :class:`~labsupport.errors.BrokerUnavailable` within seconds with
+not, raises :class:`~labsupport.runtime.errors.BrokerUnavailable` within seconds with
 the address it tried and the command that fixes it.
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ import time
 import uuid
 from typing import Any
 
-from ..errors import BrokerUnavailable, LabError
-from . import clients, container, embedded, net, resolve, state
-from .clients import group, topic
-from .kind import Identity, identity
-from .state import BrokerRecord
+from labsupport.broker import clients, container, embedded, net, resolve, state
+from labsupport.broker.clients import group, topic
+from labsupport.broker.kind import Identity, identity
+from labsupport.broker.state import BrokerRecord
+from labsupport.runtime.errors import BrokerUnavailable, LabError
 
 __all__ = [
     "BrokerRecord", "bootstrap", "ensure", "up", "down", "status", "topic", "group",

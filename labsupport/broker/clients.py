@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabError
-from ..settings import namespace
+from labsupport.runtime.errors import LabError
+from labsupport.runtime.settings import namespace
 
 #: librdkafka logs go here (silent unless a learner adds a handler).
 KAFKA_LOG = logging.getLogger("labsupport.kafka")

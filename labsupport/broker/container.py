@@ -8,9 +8,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from ..errors import LabError
-from ..settings import course_root
-from . import net, state
+from labsupport.broker import net, state
+from labsupport.runtime.errors import LabError
+from labsupport.runtime.settings import course_root
 
 ADDRESS = "127.0.0.1:9092"
 

@@ -13,9 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import LabError
-from ..settings import state_dir
-from . import net, state
+from labsupport.broker import net, state
+from labsupport.runtime.errors import LabError
+from labsupport.runtime.settings import state_dir
 
 
 def binary() -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import resolve
+from labsupport.broker import resolve
 
 LABELS = {
     "embedded": "the embedded broker (Tansu, in memory; fetches wait up to fetch.wait.max.ms)",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from .. import statefiles
-from . import embedded, net, state
+from labsupport.broker import embedded, net, state
+from labsupport.runtime import statefiles
 
 FIX_UP = "run `python -m labsupport broker up` (or `make lab`) and re-run this cell"
 

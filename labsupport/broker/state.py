@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import statefiles
-from ..settings import state_dir
+from labsupport.runtime import statefiles
+from labsupport.runtime.settings import state_dir
 
 
 @dataclass

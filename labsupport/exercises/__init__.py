@@ -5,15 +5,15 @@ In module 01's exercise notebook::
     from labsupport.exercises.m01 import q1, q2, q3, q4
     q1            # tells you what to define and how to check it
 
-Each ``q`` has ``check()``, ``hint()`` and ``solution()``; see :mod:`labsupport.checks`.
+Each ``q`` has ``check()``, ``hint()`` and ``solution()``; see :mod:`labsupport.course.checks`.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from .. import progress
-from ..checks import Question
+from labsupport.course import progress
+from labsupport.course.checks import Question
 
 MODULES = {info.name[1:]: f"{__name__}.{info.name}"
            for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from .. import settings
-from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, Value
+from labsupport.course.checks import LearnerRaised, Mistake, NotYet, Question, Step, Value
+from labsupport.runtime import settings
 
 MODULE = "01"
 Z99 = NormalDist().inv_cdf(0.99)  # 2.3263...
@@ -173,9 +173,9 @@ HANG_MS = 5_000.0       # a hung leaf answers only after this long
 @contextmanager
 def _scratch_lab() -> Iterator[tuple[Any, Callable[..., Any]]]:
     """The learner's current lab (services added and removed again) or a private one."""
-    from .. import lab as lab_module
-    from ..faults import Faults
-    from ..latency import Constant
+    from labsupport.runtime import lab as lab_module
+    from labsupport.runtime.faults import Faults
+    from labsupport.runtime.latency import Constant
 
     current = lab_module.current()
     own = current is None or current.closed

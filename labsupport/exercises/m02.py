@@ -15,7 +15,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..cascading import (
+from labsupport.course.checks import Mistake, NotYet, Question, Step, Value, call_learner
+from labsupport.lessons.m02_cascading_failures.cascading import (
     A_WORK_MS,
     PROTECT_HEALTHY_CALLS,
     PROTECT_HEALTHY_FAIL_MAX,
@@ -27,7 +28,6 @@ from ..cascading import (
     measure_protection,
     p99_all,
 )
-from ..checks import Mistake, NotYet, Question, Step, Value, call_learner
 
 MODULE = "02"
 

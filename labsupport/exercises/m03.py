@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..checks import NotYet, Question, Step, call_learner
+from labsupport.course.checks import NotYet, Question, Step, call_learner
 
 MODULE = "03"
 

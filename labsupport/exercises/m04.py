@@ -7,7 +7,7 @@
 * ``q1``: a class ``Breaker(fail_max=5, reset_timeout=60.0, clock=time.monotonic)`` with
   ``state`` (``"closed"``, ``"open"``, ``"half-open"``), ``add_listener(fn)`` where
   ``fn(old_state, new_state)`` hears every change, and ``async call(fn)``: awaits ``fn()``
-  while closed, raises :class:`~labsupport.breakers.BreakerOpen` without calling ``fn``
+  while closed, raises :class:`~labsupport.lessons.m04_circuit_breakers.breakers.BreakerOpen` without calling ``fn``
   while open, lets one trial call through after ``reset_timeout`` seconds of ``clock()``.
 
 The checker asserts what pybreaker's and resilience4j's own tests assert, on a fake clock
@@ -38,8 +38,8 @@ from typing import Any
 
 import pybreaker
 
-from ..breakers import AsyncPyBreaker, BreakerOpen
-from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, Value
+from labsupport.course.checks import LearnerRaised, Mistake, NotYet, Question, Step, Value
+from labsupport.lessons.m04_circuit_breakers.breakers import AsyncPyBreaker, BreakerOpen
 
 MODULE = "04"
 SCENARIO_TIMEOUT_S = 5.0   # wall seconds; nothing in a check sleeps, so this means "stuck"
@@ -122,7 +122,7 @@ class _Harness:
         except Exception as exc:
             if self.dep.calls == before:
                 raise NotYet(f"when it refused a call your breaker raised {type(exc).__name__}; "
-                             "raise BreakerOpen (from labsupport.breakers) so callers can tell "
+                             "raise BreakerOpen (from labsupport.lessons.m04_circuit_breakers.breakers) so callers can tell "
                              "'refused at once' from 'the dependency failed'.") from exc
             raise LearnerRaised(exc, "await breaker.call(fn)") from exc
         if fail:

@@ -39,9 +39,9 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from .. import evidence, progress
-from ..checks import (
-    _MISSING,
+from labsupport.course import progress
+from labsupport.course.checks import (
+    MISSING,
     Diagnosis,
     LearnerRaised,
     Mistake,
@@ -49,17 +49,18 @@ from ..checks import (
     Question,
     Step,
     Value,
-    _caller_namespace,
-    _notebook_namespace,
+    caller_namespace,
     describe_error,
+    notebook_namespace,
 )
-from ..errors import LabError
-from ..evidence import Estimate
-from ..latency import Normal
-from ..metrics import percentile
-from ..services import fetch
-from ..settings import to_wall
-from ..waiting import wait_until
+from labsupport.kit import evidence
+from labsupport.kit.evidence import Estimate
+from labsupport.runtime.errors import LabError
+from labsupport.runtime.latency import Normal
+from labsupport.runtime.metrics import percentile
+from labsupport.runtime.services import fetch
+from labsupport.runtime.settings import to_wall
+from labsupport.runtime.waiting import wait_until
 
 MODULE = "05"
 ORDERS = 12                        # orders the checker places
@@ -303,9 +304,9 @@ class _Harness:
 
 
 @contextmanager
-def _scratch_lab() -> Iterator[Any]:
+def scratch_lab() -> Iterator[Any]:
     """The learner's current lab (the checker's services removed again after) or a private one."""
-    from .. import lab as lab_module
+    from labsupport.runtime import lab as lab_module
 
     current = lab_module.current()
     own = current is None or current.closed
@@ -469,7 +470,7 @@ class _OrdersStep(Step):
     def run(self, answer: Any) -> None:
         _interface(answer)
         self.said = ""
-        with _scratch_lab() as lab:
+        with scratch_lab() as lab:
             h = _Harness(lab, answer)
             try:
                 h.worker.wait_assigned(15)
@@ -546,7 +547,7 @@ def side_by_side(place_order: Any, fulfil: Any, order_status: Any) -> SideBySide
     _interface(Handlers(place_order, fulfil, order_status))
     latencies: dict[str, list[float]] = {}
     done = 0
-    with _scratch_lab() as lab:
+    with scratch_lab() as lab:
         for label, answer in (("yours", Handlers(place_order, fulfil, order_status)),
                               ("blocking", Handlers(_blocking_place, _nothing_to_fulfil,
                                                     order_status))):
@@ -580,11 +581,11 @@ class _HandlersQuestion(Question):
         return status, message
 
     def _lookup(self) -> Any:
-        namespace = _notebook_namespace()
+        namespace = notebook_namespace()
         if namespace is None:
-            namespace = _caller_namespace()
-        found = [namespace.get(name, _MISSING) for name in Handlers._fields]
-        return _MISSING if _MISSING in found else Handlers(*found)
+            namespace = caller_namespace()
+        found = [namespace.get(name, MISSING) for name in Handlers._fields]
+        return MISSING if MISSING in found else Handlers(*found)
 
 
 _STEP = _OrdersStep()

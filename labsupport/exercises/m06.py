@@ -12,13 +12,13 @@
   Event Grid-like schedule dead-letters during an outage (:data:`OUTAGE_CASE`).
 
 * ``q1``: a function ``handle(event, store, dlq)``, an idempotent consumer with a
-  dead-letter queue for payments. ``event`` is a :class:`~labsupport.messaging.Event`
+  dead-letter queue for payments. ``event`` is a :class:`~labsupport.runtime.messaging.Event`
   whose value is ``{"id", "account", "amount"}``; ``store`` is a
-  :class:`~labsupport.stores.Store` with tables ``balances`` and ``processed``
+  :class:`~labsupport.runtime.stores.Store` with tables ``balances`` and ``processed``
   (``message_id`` primary key); ``dlq(value, key=..., headers=...)`` publishes a dead
   letter. ``handle`` applies each payment exactly once (``apply_payment(tx, payment)``),
   skips a message id it has applied before, and after ``MAX_ATTEMPTS`` failed tries sends
-  the event to ``dlq`` with the headers of :data:`~labsupport.dead_letters.HEADERS` and
+  the event to ``dlq`` with the headers of :data:`~labsupport.lessons.m06_delivery_semantics.dead_letters.HEADERS` and
   returns normally.
 
 The checker needs no broker. It feeds ``handle`` a partition's worth of payments with a
@@ -49,12 +49,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import progress
-from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, Value
-from ..dead_letters import HEADERS, apply_payment, missing_headers, prepare_payments
-from ..messaging import Event
-from ..pushpull import COMPRESS, EVENT_GRID_SCHEDULE_S, Policy, predict_push
-from ..stores import Store
+from labsupport.course import progress
+from labsupport.course.checks import LearnerRaised, Mistake, NotYet, Question, Step, Value
+from labsupport.lessons.m05_async_messaging.pushpull import (
+    COMPRESS,
+    EVENT_GRID_SCHEDULE_S,
+    Policy,
+    predict_push,
+)
+from labsupport.lessons.m06_delivery_semantics.dead_letters import (
+    HEADERS,
+    apply_payment,
+    missing_headers,
+    prepare_payments,
+)
+from labsupport.runtime.messaging import Event
+from labsupport.runtime.stores import Store
 
 MODULE = "06"
 MAX_ATTEMPTS = 3           # tries before a message goes to the dead-letter queue
@@ -130,7 +140,7 @@ class _Tx:
 
 
 class CheckStore:
-    """A :class:`~labsupport.stores.Store` that can fail once, crash after step ``n``, and
+    """A :class:`~labsupport.runtime.stores.Store` that can fail once, crash after step ``n``, and
     notices a message that takes more than :data:`STUCK_OPERATIONS` operations."""
 
     def __init__(self, path: Path) -> None:
@@ -712,9 +722,9 @@ def run_on_broker(lab: Any, handle: Callable[..., Any], payments: int = 10,
     everything, as a consumer whose committed offsets were lost would."""
     import time
 
-    from ..dead_letters import DeadLetterQueue
-    from ..delivery import read_topic
-    from ..errors import LabError
+    from labsupport.lessons.m06_delivery_semantics.dead_letters import DeadLetterQueue
+    from labsupport.lessons.m06_delivery_semantics.delivery import read_topic
+    from labsupport.runtime.errors import LabError
 
     bus = lab.bus
     topic, dlq_topic = bus.topic("ledger"), bus.topic("ledger-dlq")
@@ -1044,7 +1054,7 @@ q3 = Question(
 @dataclass(frozen=True)
 class OutageCase:
     """A push dispatcher with the lab's Event Grid-like schedule and a subscriber that is down:
-    which events run out of attempts? (The ground truth is :func:`~labsupport.pushpull.
+    which events run out of attempts? (The ground truth is :func:`~labsupport.lessons.m05_async_messaging.pushpull.
     predict_push`, the rule module 06's experiment 6 measured.)"""
 
     rate: float = 10.0             # events a second, the first at 0 ms

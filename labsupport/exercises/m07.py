@@ -47,8 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import progress
-from ..checks import (
+from labsupport.course import progress
+from labsupport.course.checks import (
     Diagnosis,
     LearnerRaised,
     Mistake,
@@ -58,7 +58,7 @@ from ..checks import (
     Value,
     call_learner,
 )
-from .m08 import Relaunch
+from labsupport.exercises.m08 import Relaunch
 
 MODULE = "07"
 FIELDS = ("customer", "amount", "state", "version")
@@ -806,7 +806,7 @@ class _StampedeStep(Step):
             raise NotYet("get_or_compute should be an async function (async def "
                          "get_or_compute(cache, key, compute, ttl_ms, lock_ms):) that awaits "
                          "the cache's commands and compute().")
-        from .. import cache_server
+        from labsupport.runtime import cache_server
 
         try:
             url = cache_server.url()

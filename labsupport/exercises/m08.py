@@ -13,7 +13,7 @@
   (:func:`log_truth`).
 
 * ``q1``: a function ``on_reply(saga, reply) -> list[str]``, the orchestrator's decision
-  after each reply (see :mod:`labsupport.orchestration`: :class:`Saga`, :class:`Reply`,
+  after each reply (see :mod:`labsupport.lessons.m08_sagas.orchestration`: :class:`Saga`, :class:`Reply`,
   :data:`STEPS`). A success moves to the next step; a failure before the pivot undoes the
   steps done, last first; a failure after the pivot is retried; a reply seen before
   changes nothing.
@@ -39,10 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import progress
-from ..checks import LearnerRaised, NotYet, Question, Step
-from ..errors import LabError
-from ..orchestration import (
+from labsupport.course import progress
+from labsupport.course.checks import LearnerRaised, NotYet, Question, Step
+from labsupport.lessons.m08_sagas.orchestration import (
     COMMANDS,
     COMPENSATIONS,
     SERVICE_OF,
@@ -54,7 +53,8 @@ from ..orchestration import (
     SagaLoop,
     SagaStep,
 )
-from ..sagas import SagaFaults, check_invariants
+from labsupport.lessons.m08_sagas.sagas import SagaFaults, check_invariants
+from labsupport.runtime.errors import LabError
 
 MODULE = "08"
 _RUNS = itertools.count(1)
@@ -142,7 +142,7 @@ class SagaMatrix:
     """The orders of one check run and what happened to them."""
 
     def __init__(self, decide: Any) -> None:
-        from .. import lab as lab_module
+        from labsupport.runtime import lab as lab_module
 
         current = lab_module.current()
         self.own = current is None
@@ -372,7 +372,7 @@ class _OnReplyQuestion(Question):
 
 def _probe(answer: Any) -> None:
     """One call without the broker, so a placeholder or a crash is reported at once."""
-    from ..orchestration import Reply, Saga
+    from labsupport.lessons.m08_sagas.orchestration import Reply, Saga
 
     saga = Saga("probe")
     try:
@@ -416,7 +416,7 @@ TRIP = (
     SagaStep("issue_tickets", "flights", None, "pivot"),
     SagaStep("send_itinerary", "mail", None, "retriable"),
 )
-"""q2's saga: a trip booking, in :class:`~labsupport.orchestration.SagaStep` form."""
+"""q2's saga: a trip booking, in :class:`~labsupport.lessons.m08_sagas.orchestration.SagaStep` form."""
 TRIP_FAILURES = ("charge_card", "issue_tickets", "send_itinerary")
 """The steps q2 asks about: each one fails (its local transaction does not commit)."""
 

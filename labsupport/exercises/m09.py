@@ -35,15 +35,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ..backpressure import Shot, offered_load
-from ..checks import LearnerRaised, Mistake, NotYet, Question, Step, describe_error
-from ..dashboard import PALETTE
-from ..errors import LabError
-from ..latency import Constant
-from ..metrics import percentile
-from ..services import fetch
-from ..settings import to_wall
-from .m05 import _scratch_lab
+from labsupport.course.checks import LearnerRaised, Mistake, NotYet, Question, Step, describe_error
+from labsupport.exercises.m05 import scratch_lab
+from labsupport.kit.dashboard import PALETTE
+from labsupport.lessons.m09_backpressure_and_observability.backpressure import Shot, offered_load
+from labsupport.runtime.errors import LabError
+from labsupport.runtime.latency import Constant
+from labsupport.runtime.metrics import percentile
+from labsupport.runtime.services import fetch
+from labsupport.runtime.settings import to_wall
 
 MODULE = "09"
 
@@ -349,7 +349,7 @@ class _AdmissionStep(Step):
         if not inspect.isclass(answer):
             raise NotYet(f"`Admission` should be a class (class Admission: ...), got "
                          f"{type(answer).__name__}.")
-        with _scratch_lab() as lab:
+        with scratch_lab() as lab:
             h = _Harness(lab, answer)
             try:
                 out = _run(h)
@@ -395,7 +395,7 @@ def side_by_side(admission_class: type) -> SideBySide:
     one behind a new ``admission_class()``."""
     if not inspect.isclass(admission_class):
         raise LabError("side_by_side needs your Admission class.", "side_by_side(Admission)")
-    with _scratch_lab() as lab:
+    with scratch_lab() as lab:
         none = _Harness(lab, None, "none09")
         try:
             yours = _Harness(lab, admission_class, "yours09")

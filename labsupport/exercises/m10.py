@@ -5,7 +5,7 @@
     from labsupport.exercises.m10 import q1, TARGETS, SCENARIO
 
 * ``q1``: a function ``harden(checkout)`` that applies course patterns to a
-  :class:`~labsupport.checkout_sync.SyncCheckout` through ``checkout.timeouts(...)``,
+  :class:`~labsupport.lessons.m10_capstone_checkout.checkout_sync.SyncCheckout` through ``checkout.timeouts(...)``,
   ``checkout.retries(...)``, ``checkout.breaker(...)`` and ``checkout.fallback(...)``.
 
 The check builds a fresh synchronous checkout on real services, calls your ``harden``,
@@ -25,10 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..chaos import CRASH, ChaosSchedule, run_designs
-from ..checkout import Scoreboard, Sent, drain_recovery_s
-from ..checkout_sync import SyncCheckout
-from ..checks import (
+from labsupport.course.checks import (
     Diagnosis,
     LearnerRaised,
     Mistake,
@@ -38,9 +35,12 @@ from ..checks import (
     Value,
     call_learner,
 )
-from ..errors import LabError
-from ..evidence import Estimate, quantile, share
-from ..latency import Constant, Normal, Spikes
+from labsupport.kit.evidence import Estimate, quantile, share
+from labsupport.lessons.m10_capstone_checkout.chaos import CRASH, ChaosSchedule, run_designs
+from labsupport.lessons.m10_capstone_checkout.checkout import Scoreboard, Sent, drain_recovery_s
+from labsupport.lessons.m10_capstone_checkout.checkout_sync import SyncCheckout
+from labsupport.runtime.errors import LabError
+from labsupport.runtime.latency import Constant, Normal, Spikes
 
 MODULE = "10"
 _RUNS = itertools.count(1)
@@ -99,7 +99,7 @@ last_run: CheckRun | None = None
 def your_run() -> CheckRun:
     """The run the last ``q1.check()`` measured (its checkout and scoreboard).
 
-    Raises a clear :class:`~labsupport.errors.LabError` when the check has not run yet.
+    Raises a clear :class:`~labsupport.runtime.errors.LabError` when the check has not run yet.
     """
     if last_run is None:
         raise LabError("The check has not run your checkout yet, so there is nothing to show.",
@@ -109,7 +109,7 @@ def your_run() -> CheckRun:
 
 def run_bad_day(harden: Any, seed: int = 10) -> CheckRun:
     """Build a fresh synchronous checkout, ``harden`` it, play :data:`SCENARIO`."""
-    from .. import lab as lab_module
+    from labsupport.runtime import lab as lab_module
 
     current = lab_module.current()
     lab = current if current is not None else lab_module.Lab(seed=seed)

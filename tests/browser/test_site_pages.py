@@ -21,9 +21,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_site import FROM_TESTS, has_dashboard, mermaid_fences
+from course.test_site import FROM_TESTS, has_dashboard, mermaid_fences
 
-from labsupport import site
+from labsupport.course import site
 
 from .test_widgets_render import CHROMIUM, CHROMIUM_ARGS
 

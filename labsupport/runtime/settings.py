@@ -1,0 +1,105 @@
+"""Settings read from the environment: time scale, learner namespace, state folder.
+
+* ``LAB_TIME_SCALE`` multiplies every simulated time (1.0 = real time). CI uses
+  a small value such as 0.2 so a 500 ms service sleeps 100 ms of wall time.
+  Everything the lab reports is in *model time*: wall time divided by the scale,
+  so numbers read the same at any scale.
+* ``LAB_NAMESPACE`` prefixes topic and consumer-group names so learners can
+  share one Kafka cluster. Defaults to the user name.
+* ``LAB_STATE_DIR`` is where the lab keeps its state (the running broker);
+  defaults to ``.lab/`` at the top of the course checkout.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from pathlib import Path
+
+from labsupport.runtime.errors import BadParameter, require
+
+_scale_override: float | None = None
+
+
+def time_scale() -> float:
+    """The factor every simulated time is multiplied by (``LAB_TIME_SCALE``)."""
+    if _scale_override is not None:
+        return _scale_override
+    raw = os.environ.get("LAB_TIME_SCALE", "1.0")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadParameter(
+            f"LAB_TIME_SCALE={raw!r} is not a number.",
+            "set LAB_TIME_SCALE to a number such as 1.0 (real time) or 0.2 (5x faster)",
+        ) from None
+    _check_scale(value)
+    return value
+
+
+def set_time_scale(value: float | None) -> None:
+    """Override the time scale for this kernel (``None`` returns to ``LAB_TIME_SCALE``)."""
+    global _scale_override
+    if value is not None:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise BadParameter(f"The time scale must be a number, got {value!r}.",
+                               "use 1.0 for real time, or e.g. 0.2 to run 5x faster") from None
+        _check_scale(value)
+    _scale_override = value
+
+
+def _check_scale(value: float) -> None:
+    require(
+        0.01 <= value <= 10,
+        f"Time scale {value} is outside 0.01..10.",
+        "use 1.0 for real time, or a value such as 0.2 to run 5x faster",
+    )
+
+
+def to_wall(model_seconds: float) -> float:
+    """Wall-clock seconds for ``model_seconds`` of simulated time."""
+    return model_seconds * time_scale()
+
+
+def to_model(wall_seconds: float) -> float:
+    """Model seconds for ``wall_seconds`` measured on the clock."""
+    return wall_seconds / time_scale()
+
+
+def namespace() -> str:
+    """The learner's namespace: ``LAB_NAMESPACE`` or the user name, made name-safe."""
+    raw = os.environ.get("LAB_NAMESPACE") or _user() or "learner"
+    return clean_namespace(raw, "LAB_NAMESPACE")
+
+
+def clean_namespace(raw: str, what: str = "a namespace") -> str:
+    """``raw`` made safe for topic names: lower case, letters, digits, '-' and '_'.
+
+    >>> clean_namespace("Ada Lovelace")
+    'ada-lovelace'
+    """
+    clean = re.sub(r"[^a-zA-Z0-9_-]+", "-", raw).strip("-_").lower()
+    require(bool(clean), f"{what}={raw!r} has no usable characters.",
+            "use letters, digits, '-' or '_'")
+    return clean[:40]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return ""
+
+
+def course_root() -> Path:
+    """The top folder of the course checkout (where ``Makefile`` lives)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def state_dir() -> Path:
+    """The folder for lab state shared by kernels and the CLI (created on demand)."""
+    path = Path(os.environ.get("LAB_STATE_DIR") or course_root() / ".lab")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
