@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import socket
-import time
+
+from labsupport.runtime.waiting import wait_until
 
 
 def free_port() -> int:
@@ -37,9 +38,4 @@ def answers(address: str, timeout: float = 1.0) -> bool:
 
 def wait_until_answers(address: str, timeout: float) -> bool:
     """Poll ``address`` until it accepts a connection or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if answers(address, timeout=0.2):
-            return True
-        time.sleep(0.02)
-    return False
+    return wait_until(lambda: answers(address, timeout=0.2), timeout)

@@ -106,7 +106,7 @@ def harness(requests: int = 2000, users: int = 20) -> Section:
     """A 0 ms service's latency and throughput, and a bare aiohttp server's throughput."""
     from labsupport.runtime.lab import Lab
 
-    saved = settings._scale_override
+    saved = settings.time_scale_override()
     settings.set_time_scale(1.0)
     lab = Lab(seed=0)
     try:
@@ -122,7 +122,7 @@ def harness(requests: int = 2000, users: int = 20) -> Section:
             lab.run(runner.cleanup())
     finally:
         lab.close()
-        settings._scale_override = saved
+        settings.set_time_scale(saved)
     why = ("each lab request also draws its fate from the fault model, takes a worker from "
            "the pool and counts itself; the bare server returns a constant")
     return Section("Harness overhead", f"A 0 ms service, one user, {requests} requests in a "

@@ -259,8 +259,7 @@ class _Harness:
         self.worker.stop(raise_error=False)
         shop._run = None
         for svc in self.services:
-            self.lab.run(svc.stop(), timeout=10)
-            self.lab.services.pop(svc.name, None)
+            self.lab.remove(svc.name, timeout=10)
 
     # the scenario ---------------------------------------------------------------------------------------
     def place(self) -> list[dict[str, Any]]:

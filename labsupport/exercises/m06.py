@@ -720,11 +720,10 @@ def run_on_broker(lab: Any, handle: Callable[..., Any], payments: int = 10,
     """Publish ``payments`` payments (p-4 poison, p-7 published twice) to a real topic and
     run ``handle`` in two consumer groups at once on one ledger: the second group re-reads
     everything, as a consumer whose committed offsets were lost would."""
-    import time
-
     from labsupport.lessons.m06_delivery_semantics.dead_letters import DeadLetterQueue
     from labsupport.lessons.m06_delivery_semantics.delivery import read_topic
     from labsupport.runtime.errors import LabError
+    from labsupport.runtime.waiting import wait_until
 
     bus = lab.bus
     topic, dlq_topic = bus.topic("ledger"), bus.topic("ledger-dlq")
@@ -738,10 +737,8 @@ def run_on_broker(lab: Any, handle: Callable[..., Any], payments: int = 10,
     dlq = DeadLetterQueue(pub, dlq_topic)
     workers = [bus.worker(topic, group, lambda e: handle(e, store, dlq), name=group)
                for group in ("ledger", "ledger-replay")]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(w.running and w.processed < len(values)
-                                              for w in workers):
-        time.sleep(0.02)
+    wait_until(lambda: not any(w.running and w.processed < len(values) for w in workers),
+               timeout_s)
     for worker in workers:
         worker.stop(raise_error=False)
     failed = [w for w in workers if w.error is not None]

@@ -63,6 +63,14 @@ class ServiceSpec:
     def capacity_per_s(self) -> float:
         return self.workers / (self.work_ms / 1000)
 
+    @property
+    def max_inside(self) -> int:
+        """The most requests that may be inside (at work + waiting) and still meet the target
+        (Little's law): the workers, plus as many waiting as each adds 1000/capacity ms to the
+        wait before the target is reached. 2 + (500 - 100) / 50 = 10."""
+        return self.workers + int((self.p99_target_ms - self.work_ms)
+                                  * self.capacity_per_s / 1000)
+
 
 SERVICE = ServiceSpec()
 OVERLOAD = (2 * SERVICE.capacity_per_s, 3.0)    # (requests per model s, model s): ρ = 2
@@ -85,6 +93,8 @@ class _Record:
     handled: int = 0
     inside: int = 0
     peak_inside: int = 0
+    admitted: int = 0         # inside the service's handler now: at work or waiting for a worker
+    peak_admitted: int = 0
     errors: list[tuple[BaseException, str]] = field(default_factory=list)
     not_responses: list[Any] = field(default_factory=list)
     fail: bool = False
@@ -102,13 +112,19 @@ class _Harness:
                                workers=SERVICE.workers, routes={"/work": self._route})
 
     async def _handler(self, request: web.Request) -> web.Response:
-        if self.record.fail:
-            raise DownstreamFailed("the database is down")
-        if self.record.hang:
-            await asyncio.sleep(to_wall(30.0))   # until the deadline cancels it
-        await self.svc.work()
-        self.record.handled += 1
-        return web.json_response({"served": True})
+        r = self.record
+        r.admitted += 1
+        r.peak_admitted = max(r.peak_admitted, r.admitted)
+        try:
+            if r.fail:
+                raise DownstreamFailed("the database is down")
+            if r.hang:
+                await asyncio.sleep(to_wall(30.0))   # until the deadline cancels it
+            await self.svc.work()
+            r.handled += 1
+            return web.json_response({"served": True})
+        finally:
+            r.admitted -= 1
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         if self.admission is None:
@@ -159,8 +175,7 @@ class _Harness:
         return self.lab.run(calls(), timeout=60)
 
     def close(self) -> None:
-        self.lab.run(self.svc.stop(), timeout=10)
-        self.lab.services.pop(self.svc.name, None)
+        self.lab.remove(self.svc.name, timeout=10)
 
     def raise_learner_error(self) -> None:
         if self.record.errors:
@@ -269,12 +284,16 @@ def _check(h: _Harness, out: Outcome) -> None:
         raise NotYet("a rejection came without a Retry-After header (or with one that is not "
                      "a number of seconds). Add headers={'Retry-After': '1'}: it tells "
                      "well-behaved clients when to come back instead of retrying at once.")
-    if out.served_p99() > SERVICE.p99_target_ms:
-        raise NotYet(f"served requests took up to {out.served_p99():,.0f} ms (p99), over the "
-                     f"target of {SERVICE.p99_target_ms:.0f} ms: your limit lets too many "
+    # Judged by the cause, not the clock: a busy machine stretches the p99 of a good limit,
+    # but only a limit that is too high lets more requests in than the target allows.
+    if h.record.peak_admitted > SERVICE.max_inside:
+        raise NotYet(f"up to {h.record.peak_admitted} requests were inside the service at once "
+                     f"and served requests took up to {out.served_p99():,.0f} ms (p99); the "
+                     f"target is {SERVICE.p99_target_ms:.0f} ms: your limit lets too many "
                      f"wait. With {SERVICE.workers} workers of {SERVICE.work_ms:.0f} ms, "
                      f"each request waiting adds {1000 / SERVICE.capacity_per_s:.0f} ms "
-                     "(Little's law): pick the limit from the target.")
+                     f"(Little's law), so at most {SERVICE.max_inside} may be inside: pick "
+                     "the limit from the target.")
     if out.rejected_p50() > SERVICE.reject_fast_ms:
         raise NotYet(f"rejections took {out.rejected_p50():,.0f} ms (median); they should "
                      f"come back at once (under {SERVICE.reject_fast_ms:.0f} ms). Do not "

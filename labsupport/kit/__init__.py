@@ -10,9 +10,10 @@ from __future__ import annotations
 from labsupport.kit.claims import expect, expect_at_least, expect_at_most, sanity
 from labsupport.kit.dashboard import Dashboard
 from labsupport.kit.evidence import difference, mean, quantile, ratio, share
+from labsupport.kit.experiment import Experiment
 from labsupport.kit.guesses import show_guess
 
 __all__ = [
-    "expect", "expect_at_least", "expect_at_most", "sanity", "Dashboard", "difference",
-    "mean", "quantile", "ratio", "share", "show_guess",
+    "expect", "expect_at_least", "expect_at_most", "sanity", "Dashboard", "Experiment",
+    "difference", "mean", "quantile", "ratio", "share", "show_guess",
 ]

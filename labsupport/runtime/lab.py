@@ -133,14 +133,15 @@ class Lab:
         self.services[name] = svc
         return svc
 
-    def remove(self, name: str) -> Service | None:
-        """Stop the service called ``name`` and forget it (nothing happens if there is none).
+    def remove(self, name: str, timeout: float | None = None) -> Service | None:
+        """Stop the service called ``name`` and forget it (nothing happens if there is none);
+        ``timeout`` (wall seconds) bounds the wait for it to stop.
 
         Returns the stopped service, or ``None``.
         """
         svc = self.services.pop(name, None)
         if svc is not None:
-            self.run(svc.stop())
+            self.run(svc.stop(), timeout=timeout)
         return svc
 
     def chain(self, n: int, latency: LatencyModel | float, prefix: str = "s",

@@ -37,6 +37,11 @@ def time_scale() -> float:
     return value
 
 
+def time_scale_override() -> float | None:
+    """The scale :func:`set_time_scale` set for this kernel, or ``None`` (``LAB_TIME_SCALE``)."""
+    return _scale_override
+
+
 def set_time_scale(value: float | None) -> None:
     """Override the time scale for this kernel (``None`` returns to ``LAB_TIME_SCALE``)."""
     global _scale_override

@@ -108,6 +108,7 @@ def test_an_independent_correct_answer_passes(capsys):
     (0, None, "every request was turned away"),
     (100, None, "your limit is above that and never acts"),
     (30, None, "your limit lets too many wait"),
+    (11, None, "so at most 10 may be inside"),
     (1, None, "Your limit is too low"),
     (6, "slow", "Do not sleep or wait for a slot"),
     (6, "500", "some requests were answered [500]"),
@@ -157,8 +158,9 @@ def test_the_placeholder_counts_as_not_attempted(capsys):
 
 def test_side_by_side_shows_the_difference():
     result = side_by_side(solution())
-    assert percentile(result.yours.served_ms(), 90) <= SERVICE.p99_target_ms
-    assert percentile(result.none.served_ms(), 90) > 3 * SERVICE.p99_target_ms
+    yours, none = (percentile(r.served_ms(), 90) for r in (result.yours, result.none))
+    assert none > 3 * yours, (yours, none)   # the same machine, the same load, one after another
+    assert none > 3 * SERVICE.p99_target_ms
     assert "your Admission" in result.table()
 
 

@@ -11,9 +11,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, latency_histogram, set_controls
+from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, latency_histogram
 from labsupport.kit.evidence import Estimate, quantile, share
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime.errors import require
 from labsupport.runtime.faults import Faults
 from labsupport.runtime.lab import Lab, LoadRun
@@ -107,8 +109,17 @@ class TwinGaps:
                 f"adds up to {self.noise_ms(q):.0f} ms.")
 
 
-class ChainExperiment:
-    """Up to ``max_n`` services; the first ``n`` call each other in series."""
+class ChainExperiment(Experiment):
+    """Up to ``max_n`` services; the first ``n`` call each other in series.
+
+    Its dashboard has sliders for N and the latency distribution and one mean per service;
+    Run sends 3 s of live traffic. ``press_run(n=4, kind="normal", spread=100,
+    means=[200, 200])`` moves the controls (``means``: one per service, or fewer) first.
+    """
+
+    TITLE = "A chain of synchronous calls"
+    BUTTON = "Run 3 s of traffic"
+    OTHER_KEYWORDS = ("means",)
 
     def __init__(self, lab: Lab, n: int = 3, latency: LatencyModel | float = 500,
                  max_n: int = 6, prefix: str = "chain") -> None:
@@ -226,35 +237,32 @@ class ChainExperiment:
     def draw(self, ax) -> None:
         latency_histogram(ax, self.recorder.latencies(), self.theory_ms(), "sum of the means")
 
-    def dashboard(self) -> Dashboard:
-        """Sliders for N and the latency distribution; Run sends 3 s of live traffic."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "n": w.IntSlider(self.n, 1, len(self.services), description="services"),
             "kind": w.Dropdown(options=["constant", "normal", "lognormal"], value="normal",
                                description="latency"),
             "spread": w.IntSlider(100, 0, 400, 25, description="spread ms"),
         }
-        # One mean per service: make one of them slow and watch the total follow it.
+
+    def extra_widgets(self) -> list[Any]:
+        """One mean per service: make one of them slow and watch the total follow it."""
+        import ipywidgets as w
+
         self.mean_sliders = [w.IntSlider(500, 0, 1000, 50, description=f"{s.name} ms")
                              for s in self.services]
-        button = w.Button(description="Run 3 s of traffic", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("A chain of synchronous calls",
-                               [*self.controls.values(), *self.mean_sliders, button], self.draw)
-        return self.board
+        return list(self.mean_sliders)
 
-    def press_run(self, means: Sequence[int] | None = None, **values: object) -> LiveView:
-        """What the Run button does. ``means`` (one per service, or fewer) and ``values``
-        (``n``, ``kind``, ``spread``) first move the controls, e.g. ``n=4, kind="normal"``."""
-        set_controls(self.controls, values, others=("means",))
+    def run_controls(self, n: int, kind: str, spread: int,
+                     means: Sequence[int] | None = None) -> LiveView:
+        """Run 3 s of live traffic with ``n`` services whose latency is ``kind`` with
+        ``spread``; ``means`` (one per service, or fewer) first moves the mean sliders."""
         for slider, mean in zip(self.mean_sliders, means or [], strict=False):
             slider.value = mean
-        c = {name: control.value for name, control in self.controls.items()}
-        models = [latency_model(c["kind"], s.value, c["spread"]) for s in self.mean_sliders]
-        self.configure(c["n"], models)
+        models = [latency_model(kind, s.value, spread) for s in self.mean_sliders]
+        self.configure(n, models)
         run = self.start(rate=10, duration=3)
         return self.board.watch(run.done, self.summary)
 
@@ -522,7 +530,7 @@ class HedgeRun:
         ax.legend(loc="lower left", fontsize=8)
 
 
-class HedgeExperiment:
+class HedgeExperiment(Experiment):
     """A caller that reaches one slow-tailed leaf two ways, side by side.
 
     ``/plain`` calls its leaf once. ``/hedged`` calls its own twin leaf and, if no answer
@@ -530,14 +538,20 @@ class HedgeExperiment:
     the loser's request is cancelled on the caller's side. (The leaf does not notice: an
     aiohttp server keeps running a handler whose client went away, its default
     ``handler_cancellation=False``, so the loser's work still holds a worker until it ends.)
+
+    Its dashboard chooses when to hedge (the plain leaf's quantile), the rate and the
+    requests; Run measures the delay, then sends the same schedule to both designs.
+    ``press_run(hedge_at=0.5, rate=12, requests=300)`` moves the controls first.
     """
+
+    TITLE = "Hedged requests: a second copy after a delay"
+    BUTTON = "Run"
 
     def __init__(self, lab: Lab, latency: LatencyModel = HEDGE_LEAF, workers: int = 100,
                  name: str = "hedge") -> None:
         from aiohttp import web
 
         self.lab, self.hedge_after_ms, self.hedges = lab, 0.0, 0
-        self.board: Dashboard | None = None
         self.last: HedgeRun | None = None
         self.plain_leaf = lab.service(f"{name}_leaf_plain", latency, workers=workers)
         self.hedged_leaf = lab.service(f"{name}_leaf_hedged", latency, workers=workers)
@@ -577,33 +591,26 @@ class HedgeExperiment:
         self.hedge_after_ms = record.percentile(q * 100)
         return self.hedge_after_ms
 
-    def dashboard(self) -> Dashboard:
-        """When to hedge (the plain leaf's quantile), the rate and the requests; Run
-        measures the delay, then sends the same schedule to both designs."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "hedge_at": w.Dropdown(options=[0.5, 0.9, 0.95, 0.99], value=0.95,
                                    description="hedge at q"),
             "rate": w.IntSlider(12, 2, 30, description="requests/s"),
             "requests": w.IntSlider(300, 100, 1000, 100, description="requests"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("Hedged requests: a second copy after a delay",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: object) -> HedgeRun:
-        """What Run does; ``values`` (``hedge_at``, ``rate``, ``requests``) move the controls
-        first, e.g. ``hedge_at=0.5`` hedges half of all requests."""
-        if self.board is None:
-            self.dashboard()
-        c = set_controls(self.controls, values)
-        self.calibrate(q=c["hedge_at"])
-        run = self.run(rate=c["rate"], requests=c["requests"])
-        self.board.refresh(run.summary())
-        return run
+    def run_controls(self, hedge_at: float, rate: int, requests: int) -> HedgeRun:
+        """Measure the hedge delay at the plain leaf's ``hedge_at`` quantile, then send the
+        same schedule of ``requests`` at ``rate``/s to both designs; returns the
+        :class:`HedgeRun` (``hedge_at=0.5`` hedges half of all requests)."""
+        self.calibrate(q=hedge_at)
+        return self.show(self.run(rate=rate, requests=requests))
+
+    def summary(self) -> str:
+        """The last run's summary (see :meth:`HedgeRun.summary`)."""
+        return self.last.summary() if self.last is not None else "press Run"
 
     def draw(self, ax) -> None:
         if self.last is None:

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView
 from labsupport.kit.evidence import Estimate, share
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime import load
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.lab import Lab
@@ -196,9 +197,19 @@ class CascadeRun:
 
 
 # ----- the experiment ------------------------------------------------------------------------
-class CascadeExperiment:
+class CascadeExperiment(Experiment):
     """``a → b → c`` with ``workers`` each; ``a`` does 20 ms of work, ``b`` 10 ms, ``c`` is
-    LogNormal(50 ms, 0.8) when healthy. ``a``'s ``/local`` does only ``a``'s 20 ms."""
+    LogNormal(50 ms, 0.8) when healthy. ``a``'s ``/local`` does only ``a``'s 20 ms.
+
+    Its dashboard has rate, workers and protection on the left; C's median is live while
+    traffic runs. Run sends 8 s of traffic. ``press_run(rate=20, workers=10, timeout_ms=0,
+    bulkhead=0, slow_at=2, slow_to=1000, live=False)`` moves the controls first; see
+    :meth:`run_controls`.
+    """
+
+    TITLE = "Cascading failure: a → b → c"
+    BUTTON = "Run 8 s of traffic"
+    OTHER_KEYWORDS = ("slow_at", "slow_to", "live")
 
     def __init__(self, lab: Lab, workers: int = 10, prefix: str = "") -> None:
         self.lab, self.workers = lab, workers
@@ -207,7 +218,6 @@ class CascadeExperiment:
         self.a = lab.service(f"{prefix}a", A_WORK_MS, workers=workers, calls=[self.b])
         self.services = (self.a, self.b, self.c)
         self.result: CascadeResult | None = None
-        self.board: Dashboard | None = None
 
     # ----- knobs -----------------------------------------------------------------------
     def set_workers(self, workers: int) -> None:
@@ -347,55 +357,49 @@ class CascadeExperiment:
                            self.theory_w_ms(c_median_ms), self.workers)
 
     # ----- the dashboard ----------------------------------------------------------------
-    def dashboard(self) -> Dashboard:
-        """Rate, workers and protection on the left; C's median is live while traffic runs."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "rate": w.IntSlider(20, 5, 60, 5, description="rate /s"),
             "workers": w.IntSlider(self.workers, 2, 40, 1, description="workers K"),
             "timeout_ms": w.IntSlider(0, 0, 3000, 50, description="a timeout"),
             "bulkhead": w.IntSlider(0, 0, 10, 1, description="/local own"),
         }
+
+    def extra_widgets(self) -> list[Any]:
+        """C's median: live, it slows C down while traffic runs."""
+        import ipywidgets as w
+
         self.c_slider = w.IntSlider(50, 50, 3000, 50, description="C median",
                                     continuous_update=True)
         self.c_slider.observe(lambda change: self.c.set(latency=c_latency(change["new"])),
                               names="value")
-        button = w.Button(description="Run 8 s of traffic", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
+        return [self.c_slider]
+
+    def make_board(self, widgets: list[Any]) -> Dashboard:
+        """The plain dashboard, with a note on the controls under the button."""
+        import ipywidgets as w
+
         note = w.HTML("<small>timeout 0 = none; '/local own' 0 = shared pool. "
                       "Drag <b>C median</b> while traffic runs.</small>")
-        self.board = Dashboard("Cascading failure: a → b → c",
-                               [*self.controls.values(), self.c_slider, button, note],
-                               self.draw)
-        return self.board
+        return Dashboard(self.TITLE, [*widgets, note], self.draw)
 
-    def _apply_controls(self, values: dict[str, Any]) -> dict[str, Any]:
-        c = set_controls(self.controls, values, others=("slow_at", "slow_to", "live"))
-        self.set_workers(c["workers"])
-        self.protect(c["timeout_ms"] or None, c["bulkhead"] or None)
-        return c
-
-    def press_run(self, slow_at: float | None = None, slow_to: float = 1000,
-                  live: bool = True, **values: Any) -> LiveView | CascadeResult:
-        """What the Run button does: 8 s of traffic, C healthy until you move its slider.
-
-        ``values`` move the controls first (``rate``, ``workers``, ``timeout_ms``,
-        ``bulkhead``); ``slow_at``/``slow_to`` slow C on cue. With ``live=False`` the
-        run is measured without redrawing (drawing competes for the CPU, which
-        matters at small time scales) and drawn once at the end.
-        """
-        require(self.board is not None, "There is no dashboard yet.",
-                "call .dashboard() first")
-        c = self._apply_controls(values)
+    def run_controls(self, rate: int, workers: int, timeout_ms: int, bulkhead: int,
+                     slow_at: float | None = None, slow_to: float = 1000,
+                     live: bool = True) -> LiveView | CascadeResult:
+        """8 s of traffic at ``rate``/s with ``workers`` per service, a's ``timeout_ms``
+        (0: none) and ``bulkhead`` workers of /local's own (0: shared pool); C healthy until
+        you move its slider, or ``slow_at``/``slow_to`` slow it on cue. With ``live=False``
+        the run is measured without redrawing (drawing competes for the CPU, which matters
+        at small time scales), drawn once at the end, and its result returned."""
+        self.set_workers(workers)
+        self.protect(timeout_ms or None, bulkhead or None)
         self.c_slider.value = 50
-        run = self.start(rate=c["rate"], duration=8, slow_at=slow_at, slow_to=slow_to)
+        run = self.start(rate=rate, duration=8, slow_at=slow_at, slow_to=slow_to)
         if live:
             return self.board.watch(run.done, self.summary, hz=4)
-        result = run.wait()
-        self.board.refresh(self.summary())
-        return result
+        return self.show(run.wait())
 
     def summary(self) -> str:
         """One line: the gauges now (or at the end) and how /local did in the last second."""

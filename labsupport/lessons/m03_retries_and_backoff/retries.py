@@ -22,10 +22,12 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from labsupport.kit.claims import Claim, expect_at_least
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, LiveView
 from labsupport.kit.evidence import ratio
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m04_circuit_breakers.gateway import GatewayPolicy
 from labsupport.runtime.errors import require
 from labsupport.runtime.lab import Lab
@@ -217,7 +219,7 @@ class ContentionResult:
     completion_ms: float
 
 
-class ContentionExperiment:
+class ContentionExperiment(Experiment):
     """``clients`` arrive at once at a dependency with few workers and no queue.
 
     The dependency (``workers`` workers, ``latency`` ms of work each,
@@ -225,7 +227,14 @@ class ContentionExperiment:
     client retries until it gets a 200 (at most ``max_attempts`` tries), waiting as
     its policy says. We count the calls the dependency received (its work) and
     the time until the last client was served (completion).
+
+    Its dashboard has sliders for clients, workers, base and cap; Run tries all five
+    policies. ``press_run(clients=24, workers=2, base_ms=20, cap_ms=500)`` moves the
+    sliders first.
     """
+
+    TITLE = "Five retry policies, one contended dependency"
+    BUTTON = "Run the five policies"
 
     def __init__(self, lab: Lab, workers: int = 4, latency: float = 100,
                  name: str = "contended") -> None:
@@ -318,39 +327,31 @@ class ContentionExperiment:
         ax.set_ylabel("calls the dependency received")
         ax.tick_params(axis="x", labelsize=8)
 
-    def dashboard(self) -> Dashboard:
-        """Sliders for clients, workers, base and cap; Run tries all five policies."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "clients": w.IntSlider(24, 10, 80, 1, description="clients"),
             "workers": w.IntSlider(self.workers, 1, 10, description="workers"),
             "base_ms": w.IntSlider(20, 5, 200, 5, description="base ms"),
             "cap_ms": w.IntSlider(500, 200, 4000, 100, description="cap ms"),
         }
-        button = w.Button(description="Run the five policies", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("Five retry policies, one contended dependency",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: int) -> LiveView:
-        """What the Run button does; ``values`` (clients, workers, base_ms, cap_ms) first
-        move the sliders. The runs go on in the background; the plot follows."""
-        set_controls(self.controls, values)
+    def run_controls(self, clients: int, workers: int, base_ms: int, cap_ms: int) -> LiveView:
+        """Run the five policies with ``base_ms`` and ``cap_ms``, one after another, for
+        ``clients`` clients against ``workers`` workers. The runs go on in the background;
+        the plot follows."""
         require(self._done.is_set(), "The five policies are still running.",
                 "wait until the summary lists all five, then press Run again")
-        c = {name: control.value for name, control in self.controls.items()}
-        self.dep.set(workers=c["workers"])
+        self.dep.set(workers=workers)
         self.results = []
-        policies = five_policies(c["base_ms"], c["cap_ms"])
+        policies = five_policies(base_ms, cap_ms)
         done = self._done = threading.Event()
 
         async def all_policies() -> None:
             try:
                 for policy in policies:
-                    self.results.append(await self._run(policy, c["clients"], 50, None))
+                    self.results.append(await self._run(policy, clients, 50, None))
             finally:
                 done.set()
 
@@ -386,13 +387,18 @@ class AmplificationResult:
         return [1] + [self.attempts] * self.layers
 
 
-class Amplification:
+class Amplification(Experiment):
     """``max_layers`` calling services in a chain over a bottom service that is down.
 
     ``run(attempts, layers, everywhere)`` sends one user request into the top of
     the last ``layers`` callers and counts, with each service's ``received``, how
-    many calls reached each layer.
+    many calls reached each layer. Its dashboard has sliders for attempts and layers and
+    a toggle for where the retries are; ``press_run(attempts=3, layers=5,
+    everywhere=True)`` moves them first and returns the :class:`AmplificationResult`.
     """
+
+    TITLE = "Retries multiply through layers"
+    BUTTON = "Send one request"
 
     def __init__(self, lab: Lab, max_layers: int = 5, prefix: str = "layer") -> None:
         require(isinstance(max_layers, int) and 1 <= max_layers <= 6,
@@ -447,29 +453,20 @@ class Amplification:
         ax.set_ylabel("calls received (log scale)")
         ax.legend(loc="upper left", fontsize=8)
 
-    def dashboard(self) -> Dashboard:
-        """Sliders for attempts and layers, a toggle for where the retries are."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "attempts": w.IntSlider(3, 1, 5, description="attempts"),
             "layers": w.IntSlider(self.max_layers, 1, self.max_layers, description="layers"),
             "everywhere": w.ToggleButtons(options=[("every layer", True), ("top only", False)],
                                           description="retry at"),
         }
-        button = w.Button(description="Send one request", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("Retries multiply through layers",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: object) -> AmplificationResult:
-        """What the button does; ``values`` (attempts, layers, everywhere) move the controls."""
-        c = set_controls(self.controls, values)
-        result = self.run(c["attempts"], c["layers"], c["everywhere"])
-        self.board.refresh(self.summary())
-        return result
+    def run_controls(self, attempts: int, layers: int, everywhere: bool
+                     ) -> AmplificationResult:
+        """:meth:`run` with the controls' ``attempts``, ``layers`` and ``everywhere``."""
+        return self.show(self.run(attempts, layers, everywhere))
 
 
 # ----- experiment 4: the same schedules as tenacity ------------------------------------------

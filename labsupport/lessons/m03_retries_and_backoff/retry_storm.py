@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, LiveView
 from labsupport.kit.evidence import Estimate, share
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m03_retries_and_backoff.retries import retry_guard
 from labsupport.runtime.errors import require
 from labsupport.runtime.lab import Lab
@@ -116,12 +118,17 @@ class StormRun:
                 f"{self.capacity:.0f}/s); retries {self.retries} on {self.requests} requests")
 
 
-class RetryStorm:
+class RetryStorm(Experiment):
     """An ``api`` calling a ``db`` with ``timeout_ms`` per call and ``attempts`` tries.
 
     The db has ``workers`` workers and ``latency`` ms of work, so its capacity is
     ``workers / latency`` calls per second; the line in front of it is unbounded.
+    Its dashboard toggles the budget and sets the slowdown; Run plays 10 s of traffic
+    live. ``press_run(budget=True, slow_ms=1000, trigger_s=2.0)`` moves the controls first.
     """
+
+    TITLE = "A retry storm, and a budget"
+    BUTTON = "Run 10 s of traffic"
 
     def __init__(self, lab: Lab, workers: int = 4, latency: float = 200,
                  timeout_ms: float = 1000, attempts: int = 4, name: str = "storm") -> None:
@@ -242,27 +249,20 @@ class RetryStorm:
         ax.set_ylabel("calls per second")
         ax.legend(loc="upper left", fontsize=7)
 
-    def dashboard(self) -> Dashboard:
-        """Toggle the budget, set the slowdown; Run plays 10 s of traffic live."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "budget": w.ToggleButtons(options=[("no budget", False), ("budget 10%", True)],
                                       description="retries"),
             "slow_ms": w.IntSlider(1000, 200, 2000, 100, description="slow db ms"),
             "trigger_s": w.FloatSlider(value=2.0, min=0.5, max=4.0, step=0.5,
                                      description="slow for s"),
         }
-        button = w.Button(description="Run 10 s of traffic", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("A retry storm, and a budget", [*self.controls.values(), button],
-                               self.draw)
-        return self.board
 
-    def press_run(self, **values: object) -> LiveView:
-        """What Run does; ``values`` (budget, slow_ms, trigger_s) first move the controls."""
-        c = set_controls(self.controls, values)
-        budget = RetryBudget() if c["budget"] else None
-        run = self.start(budget, trigger=(2.0, 2.0 + c["trigger_s"]), slow_ms=c["slow_ms"])
+    def run_controls(self, budget: bool, slow_ms: int, trigger_s: float) -> LiveView:
+        """Play 10 s of traffic live, the db slowed to ``slow_ms`` for ``trigger_s`` s from
+        t = 2 s, with a 10% retry budget when ``budget`` is True."""
+        run = self.start(RetryBudget() if budget else None, trigger=(2.0, 2.0 + trigger_s),
+                         slow_ms=slow_ms)
         return self.board.watch(run.done.is_set, self.summary)

@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import pybreaker
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.lab import Lab, LoadRun
 from labsupport.runtime.latency import Constant
@@ -341,8 +342,15 @@ class Flapping:
 
 
 # ----- the scenario: a shop over a flapping dependency ------------------------------------------
-class FlappingScenario:
-    """``shop`` calls ``prices`` (which flaps) through a breaker, under steady traffic."""
+class FlappingScenario(Experiment):
+    """``shop`` calls ``prices`` (which flaps) through a breaker, under steady traffic.
+
+    Its dashboard (``scenario.dashboard(make_breaker)``) has sliders for the threshold and
+    reset timeout, a fallback switch and a lamp; Run plays the schedule live.
+    ``press_run(fail_max=5, reset_timeout_s=1.5, fallback=True)`` moves the controls first.
+    """
+
+    TITLE = "A breaker over a flapping dependency"
 
     def __init__(self, lab: Lab, schedule: Flapping | None = None, rate: float = 20.0,
                  latency_ms: float = 50.0, prefix: str = "") -> None:
@@ -353,6 +361,7 @@ class FlappingScenario:
         self.watch: BreakerWatch | None = None
         self.load: LoadRun | None = None
         self._flaps: Any = None
+        self.make_breaker: Callable[[int, float], Any] | None = None
 
     def start(self, breaker: Any, fallback: bool = True) -> BreakerWatch:
         """Put ``breaker`` in front of ``prices``, start the schedule and the traffic."""
@@ -403,32 +412,45 @@ class FlappingScenario:
         """Timeline: outages shaded, the breaker's state as a band, each call as a dot."""
         draw_timeline(ax, self.watch, self.schedule)
 
-    def dashboard(self, make_breaker: Callable[[int, float], Any]) -> Dashboard:
+    @property
+    def BUTTON(self) -> str:  # the base's name, a property: the label shows the duration
+        return f"Run {self.schedule.duration:g} s of traffic"
+
+    def dashboard(self, make_breaker: Callable[[int, float], Any] | None = None) -> Dashboard:
         """Sliders for the threshold and reset timeout, a fallback switch, a lamp, Run.
 
-        ``make_breaker(fail_max, reset_timeout_s)`` builds a fresh breaker for each run.
+        ``make_breaker(fail_max, reset_timeout_s)`` builds a fresh breaker for each run
+        (needed the first time; later dashboards keep the last one given).
         """
+        if make_breaker is not None:
+            self.make_breaker = make_breaker
+        require(self.make_breaker is not None, "The dashboard needs a way to make a breaker.",
+                "give it one: scenario.dashboard(make_breaker), with "
+                "make_breaker(fail_max, reset_timeout_s) returning a fresh breaker")
+        return super().dashboard()
+
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.make_breaker = make_breaker
-        self.controls = {
+        return {
             "fail_max": w.IntSlider(5, 1, 10, description="fail_max"),
             "reset_timeout_s": w.FloatSlider(1.5, min=0.5, max=4, step=0.25,
                                              description="reset s"),
             "fallback": w.Checkbox(True, description="fallback to cache"),
         }
-        self.lamp = w.HTML(lamp_html(CLOSED))
-        button = w.Button(description=f"Run {self.schedule.duration:g} s of traffic",
-                          button_style="primary", layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("A breaker over a flapping dependency",
-                               [*self.controls.values(), self.lamp, button], self.draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> LiveView:
-        """What Run does; ``values`` (fail_max, reset_timeout_s, fallback) move the controls."""
-        c = set_controls(self.controls, values)
-        self.start(self.make_breaker(c["fail_max"], c["reset_timeout_s"]), c["fallback"])
+    def extra_widgets(self) -> list[Any]:
+        """The lamp: the breaker's state, in colour and in words."""
+        import ipywidgets as w
+
+        self.lamp = w.HTML(lamp_html(CLOSED))
+        return [self.lamp]
+
+    def run_controls(self, fail_max: int, reset_timeout_s: float, fallback: bool) -> LiveView:
+        """Start the schedule and the traffic through a fresh breaker
+        ``make_breaker(fail_max, reset_timeout_s)``, answering from the cache when
+        ``fallback``; the plot and the lamp follow the run."""
+        self.start(self.make_breaker(fail_max, reset_timeout_s), fallback)
         # 4 redraws a second: each one holds the interpreter for tens of milliseconds.
         return self.board.watch(self.done, self._live_summary, hz=4)
 
@@ -681,9 +703,17 @@ def calls_through_outage(outage_s: float, rate: float, fail_max: int, reset_s: f
     return fail_max + trials_in_outage(outage_s, rate, fail_max, reset_s)
 
 
-class HalfOpenBurst:
+class HalfOpenBurst(Experiment):
     """Open a breaker on a failing dependency, heal it, wait out the reset timeout, then
-    send ``callers`` concurrent calls: how many reach the dependency?"""
+    send ``callers`` concurrent calls: how many reach the dependency?
+
+    Its dashboard sets the callers and the trial limit; Run trips, heals, waits and bursts.
+    ``press_run(callers=20, trial_limit=1)`` moves the controls first (``trial_limit=0``:
+    pybreaker as it is) and returns the :class:`BurstResult`.
+    """
+
+    TITLE = "A burst while half-open"
+    BUTTON = "Trip, heal, burst"
 
     def __init__(self, lab: Lab, latency_ms: float = 100.0, name: str = "inventory") -> None:
         self.lab = lab
@@ -719,32 +749,22 @@ class HalfOpenBurst:
         ax.set_ylabel("concurrent callers while half-open")
         ax.legend(loc="upper right", fontsize=8)
 
-    def dashboard(self) -> Dashboard:
-        """Callers and trial limit; Run trips, heals, waits, and bursts."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "callers": w.IntSlider(20, 2, 50, description="callers"),
             "trial_limit": w.Dropdown(options=[("pybreaker as it is", 0), ("1 trial", 1),
                                                ("3 trials", 3)], value=1,
                                       description="half-open"),
         }
-        button = w.Button(description="Trip, heal, burst", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("A burst while half-open", [*self.controls.values(), button],
-                               self.draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> BurstResult:
-        """What Run does with pybreaker (``callers``, ``trial_limit``: 0 = no gate)."""
-        c = set_controls(self.controls, values)
-        limit = c["trial_limit"]
-        label = "no gate" if not limit else f"{limit} trial{'s' * (limit > 1)}"
-        breaker = AsyncPyBreaker(fail_max=3, reset_timeout_s=1.0, trial_limit=limit or None)
-        result = self.run(breaker, c["callers"], label)
-        self.board.refresh(self.summary())
-        return result
+    def run_controls(self, callers: int, trial_limit: int) -> BurstResult:
+        """:meth:`run` with pybreaker (``fail_max=3``, reset 1 s), ``callers`` at once and
+        half-open gated to ``trial_limit`` trials (0: no gate, pybreaker as it is)."""
+        label = "no gate" if not trial_limit else f"{trial_limit} trial{'s' * (trial_limit > 1)}"
+        breaker = AsyncPyBreaker(fail_max=3, reset_timeout_s=1.0, trial_limit=trial_limit or None)
+        return self.show(self.run(breaker, callers, label))
 
 
 def _reset_timeout_s(breaker: Any) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime.errors import require
 from labsupport.runtime.lab import Lab
 from labsupport.runtime.services import Service, fetch
@@ -113,8 +114,16 @@ def measure(lab: Lab, policy: GatewayPolicy, target: Service, callers: int = 5) 
     return lab.run(all_calls(), timeout=wall + 30)
 
 
-class GatewayExperiment:
-    """A payment service that hangs on every request, called under a policy."""
+class GatewayExperiment(Experiment):
+    """A payment service that hangs on every request, called under a policy.
+
+    Its dashboard has sliders for the policy; Run calls the hung service 5 times at once.
+    ``press_run(total_ms=2000, attempts=3, per_try_ms=1000, backoff_ms=100)`` moves the
+    sliders first (``total_ms=0``: no deadline).
+    """
+
+    TITLE = "A gateway policy against a hung dependency"
+    BUTTON = "Call the hung service"
 
     def __init__(self, lab: Lab, name: str = "payments", hang_ms: float = 10_000) -> None:
         from labsupport.runtime.faults import Faults
@@ -158,35 +167,22 @@ class GatewayExperiment:
                color=[PALETTE[1], PALETTE[0]])
         ax.set_ylabel("model ms until the caller gets an answer")
 
-    def dashboard(self) -> Any:
-        """Sliders for the policy; Run calls the hung service 5 times at once."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        from labsupport.kit.dashboard import Dashboard
-
-        self.controls = {
+        return {
             "total_ms": w.IntSlider(2000, 0, 4000, 250, description="total ms"),
             "attempts": w.IntSlider(3, 1, 5, description="attempts"),
             "per_try_ms": w.IntSlider(1000, 250, 2000, 250, description="per try ms"),
             "backoff_ms": w.IntSlider(100, 0, 500, 50, description="backoff ms"),
         }
-        button = w.Button(description="Call the hung service", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("A gateway policy against a hung dependency",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> list[dict]:
-        """What Run does; ``values`` move the sliders first (``total_ms=0``: no deadline)."""
-        from labsupport.kit.dashboard import set_controls
-
-        c = set_controls(self.controls, values)
-        policy = GatewayPolicy(c["total_ms"] or None, c["attempts"], c["per_try_ms"],
-                               c["backoff_ms"])
-        results = self.run(policy)
-        self.board.refresh(self.summary())
-        return results
+    def run_controls(self, total_ms: int, attempts: int, per_try_ms: int,
+                     backoff_ms: int) -> list[dict]:
+        """Call the hung service 5 times at once under the policy the sliders say
+        (``total_ms=0``: no deadline); returns one result per call."""
+        policy = GatewayPolicy(total_ms or None, attempts, per_try_ms, backoff_ms)
+        return self.show(self.run(policy))
 
     def through_breaker(self, policy: GatewayPolicy, breaker: Any, calls: int = 4) -> list[float]:
         """``calls`` calls one after another, each under ``policy`` inside ``breaker.call``;

@@ -33,8 +33,9 @@ from aiohttp import web
 
 from labsupport.broker.clients import CONSUMER_DEFAULTS
 from labsupport.kit import evidence
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, LiveView
 from labsupport.kit.evidence import Estimate, bootstrap
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m05_async_messaging.kafka_basics import LagSeries
 from labsupport.lessons.m05_async_messaging.request_reply import RequestReply
 from labsupport.runtime import load
@@ -537,8 +538,14 @@ class ThreeWaysResult:
         return "\n".join(lines)
 
 
-class ThreeWays:
-    """The same Poisson stream of orders sent to ``/sync``, ``/async`` and ``/rr`` at once."""
+class ThreeWays(Experiment):
+    """The same Poisson stream of orders sent to ``/sync``, ``/async`` and ``/rr`` at once.
+
+    ``dashboard()`` shows it; ``press_run(rate=4, payment_ms=150)`` is its Run button."""
+
+    TITLE = "One order endpoint, three designs"
+    BUTTON = "Run"
+    OTHER_KEYWORDS = ("seconds",)
 
     def __init__(self, system: OrderSystem, seed: int = 11) -> None:
         self.system, self.seed, self._seconds = system, seed, 5.0
@@ -603,27 +610,21 @@ class ThreeWays:
         ax.set_xlim(left=0)
         ax.set_xlabel("model ms (each dot one order; bar = median)")
 
-    def dashboard(self) -> Dashboard:
+    def make_controls(self) -> dict[str, Any]:
         """Sliders: order rate and payment's mean latency; Run sends the same load to all three."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "rate": w.FloatSlider(4, min=1, max=7, step=1, description="orders/s"),
             "payment_ms": w.IntSlider(150, 10, 500, step=10, description="payment ms"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("One order endpoint, three designs",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, seconds: float = 5.0, **values: Any) -> ThreeWaysResult:
-        """What Run does; ``values`` (rate, payment_ms) move the controls."""
-        c = set_controls(self.controls, values, others=("seconds",))
-        self.system.payment.set(latency=Normal(c["payment_ms"], c["payment_ms"] / 3))
-        result = self.run(c["rate"], seconds)
-        self.board.refresh(self.summary())
-        return result
+    def run_controls(self, rate: float, payment_ms: int,
+                     seconds: float = 5.0) -> ThreeWaysResult:
+        """What Run does: ``press_run(rate=..., payment_ms=..., seconds=5.0)``; ``rate`` and
+        ``payment_ms`` move the sliders, ``seconds`` is how long the load lasts."""
+        self.system.payment.set(latency=Normal(payment_ms, payment_ms / 3))
+        return self.show(self.run(rate, seconds))
 
 
 @dataclass
@@ -717,8 +718,11 @@ class BurstResult:
         return max(self.per_partition().values()) * per_order_ms + pickup_ms
 
 
-class Burst:
+class Burst(Experiment):
     """``orders`` users place an order at the same moment; the consumers work through them."""
+
+    TITLE = "A burst of orders on a command queue"
+    BUTTON = "Send the burst"
 
     def __init__(self, system: OrderSystem) -> None:
         self.system = system
@@ -779,21 +783,16 @@ class Burst:
         if self._lag is not None:
             self._lag.draw(ax)
 
-    def dashboard(self) -> Dashboard:
+    def make_controls(self) -> dict[str, Any]:
         """A slider for the burst size; Run; the lag plot redraws live."""
         import ipywidgets as w
 
-        self.controls = {"orders": w.IntSlider(30, 5, 60, step=5, description="burst")}
-        button = w.Button(description="Send the burst", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("A burst of orders on a command queue",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
+        return {"orders": w.IntSlider(30, 5, 60, step=5, description="burst")}
 
-    def press_run(self, **values: Any) -> LiveView:
-        """What the button does; ``orders`` moves the slider."""
-        c = set_controls(self.controls, values)
-        self.start(c["orders"])
+    def run_controls(self, orders: int) -> LiveView:
+        """What the button does: ``press_run(orders=30)`` moves the slider and starts the
+        burst; the lag plot follows it live."""
+        self.start(orders)
         return self.board.watch(self.done, self.summary, hz=5)
 
 

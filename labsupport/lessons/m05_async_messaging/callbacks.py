@@ -22,8 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, set_controls
+from labsupport.kit.dashboard import PALETTE
 from labsupport.kit.evidence import Estimate, mean, quantile
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m05_async_messaging.async_orders import OrderSystem, now_ms
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.metrics import percentile
@@ -54,8 +55,12 @@ class Learned:
         return self.hooked_ms - self.done_ms
 
 
-class CallbackRace:
+class CallbackRace(Experiment):
     """A ``client`` service that receives webhooks, and pollers, over one :class:`OrderSystem`."""
+
+    TITLE = "Polling or a webhook?"
+    BUTTON = "Run"
+    OTHER_KEYWORDS = ("orders",)
 
     def __init__(self, system: OrderSystem, seed: int = 3) -> None:
         self.system, self.seed = system, seed
@@ -183,24 +188,17 @@ class CallbackRace:
         ax.set_ylim(bottom=0)
         ax.legend(loc="upper right", fontsize=8)
 
-    def dashboard(self) -> Dashboard:
+    def make_controls(self) -> dict[str, Any]:
         """A slider for the polling interval; Run."""
         import ipywidgets as w
 
-        self.controls = {"interval_ms": w.IntSlider(400, 50, 1000, step=50,
-                                                    description="poll every ms")}
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("Polling or a webhook?", [*self.controls.values(), button],
-                               self.draw)
-        return self.board
+        return {"interval_ms": w.IntSlider(400, 50, 1000, step=50,
+                                           description="poll every ms")}
 
-    def press_run(self, orders: int = 30, **values: Any) -> list[Learned]:
-        """What Run does; ``interval_ms`` moves the slider."""
-        c = set_controls(self.controls, values, others=("orders",))
-        results = self.run(orders, interval_ms=c["interval_ms"])
-        self.board.refresh(self.summary())
-        return results
+    def run_controls(self, interval_ms: int, orders: int = 30) -> list[Learned]:
+        """What Run does: ``press_run(interval_ms=400, orders=30)``; ``interval_ms`` moves the
+        slider, ``orders`` is how many orders race."""
+        return self.show(self.run(orders, interval_ms=interval_ms))
 
 
 def _mean(values: list[float]) -> float:

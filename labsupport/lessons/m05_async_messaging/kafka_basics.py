@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, set_controls
+from labsupport.kit.dashboard import PALETTE
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime.errors import require
 from labsupport.runtime.lab import Lab
 from labsupport.runtime.messaging import Delivery, Event, Publisher
@@ -102,8 +103,10 @@ class Placement:
         ax.legend(title="key", fontsize=7, ncol=2, loc="upper right")
 
 
-class KeysExperiment:
+class KeysExperiment(Experiment):
     """Publish orders keyed by customer to a fresh topic; show where each key lands."""
+
+    BUTTON = "Publish"
 
     def __init__(self, lab: Lab, partitions: int = 3) -> None:
         require(isinstance(partitions, int) and 1 <= partitions <= 8,
@@ -135,27 +138,25 @@ class KeysExperiment:
         if self.placement is not None:
             self.placement.draw(ax, self.partitions)
 
-    def dashboard(self) -> Dashboard:
+    @property
+    def TITLE(self) -> str:
+        """The dashboard's title names the topic's partitions."""
+        return f"Keys and {self.partitions} partitions"
+
+    def make_controls(self) -> dict[str, Any]:
         """Sliders for customers and orders, a keyed switch, Publish."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "customers": w.IntSlider(4, 1, 8, description="customers"),
             "orders": w.IntSlider(24, 3, 60, description="orders"),
             "keyed": w.Checkbox(True, description="key = customer"),
         }
-        button = w.Button(description="Publish", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard(f"Keys and {self.partitions} partitions",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> Placement:
-        """What Publish does; ``values`` (customers, orders, keyed) move the controls."""
-        c = set_controls(self.controls, values)
-        placement = self.run(c["customers"], c["orders"], c["keyed"])
-        self.board.refresh(self.summary())
-        return placement
+    def run_controls(self, customers: int, orders: int, keyed: bool) -> Placement:
+        """What Publish does: ``press_run(customers=4, orders=24, keyed=True)`` moves the
+        controls and publishes to a new topic."""
+        return self.show(self.run(customers, orders, keyed))
 
 
 @dataclass

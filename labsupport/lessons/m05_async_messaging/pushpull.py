@@ -38,8 +38,9 @@ from typing import Any
 from aiohttp import web
 
 from labsupport import broker
-from labsupport.kit.dashboard import PALETTE, Dashboard, set_controls
+from labsupport.kit.dashboard import PALETTE
 from labsupport.kit.evidence import Estimate, difference, quantile
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.lab import Lab
 from labsupport.runtime.load import client_timeout
@@ -426,8 +427,11 @@ class PushPullRun:
         ax.legend(loc="upper right", fontsize=8)
 
 
-class PushPull:
+class PushPull(Experiment):
     """The experiment: a subscriber, a dispatcher (push) and a consumer group (pull)."""
+
+    TITLE = "Push (dispatcher) or pull (consumer group)"
+    BUTTON = "Run"
 
     def __init__(self, lab: Lab) -> None:
         earlier = _LIVE.pop(id(lab), None)
@@ -445,8 +449,6 @@ class PushPull:
         self._producer = bus.publisher()
         self.runs: dict[str, PushPullRun] = {}
         self.last: PushPullRun | None = None
-        self.board: Dashboard | None = None
-        self.controls: dict[str, Any] = {}
         self._runs = 0
         self._probe: Any = None
         self._probe_lock = threading.Lock()
@@ -556,41 +558,39 @@ class PushPull:
         return end - max(done, 0)
 
     # ----- the dashboard ----------------------------------------------------------------------
-    def dashboard(self) -> Dashboard:
+    def make_controls(self) -> dict[str, Any]:
         """Sliders for the subscriber's delay, the outage, the rate and max attempts; Run."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "delay_ms": w.FloatSlider(50, min=0, max=500, step=10, description="delay ms"),
             "outage_ms": w.FloatSlider(1500, min=0, max=4000, step=100, description="outage ms"),
             "rate": w.FloatSlider(20, min=2, max=50, step=1, description="events/s"),
             "max_attempts": w.IntSlider(30, min=1, max=30, description="max attempts"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("Push (dispatcher) or pull (consumer group)",
-                               [*self.controls.values(), button], self._draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> PushPullRun:
-        """What Run does: 3 s of events; ``values`` move the controls first."""
-        c = set_controls(self.controls, values)
-        scenario = ("down" if c["outage_ms"] else
-                    "slow" if c["delay_ms"] * c["rate"] > 1000 else "healthy")
-        run = self.run(scenario, rate=c["rate"], delay_ms=c["delay_ms"],
-                       outage_ms=c["outage_ms"], max_attempts=c["max_attempts"],
-                       events=max(2, min(500, round(c["rate"] * 3))))
-        if self.board is not None:
-            self.board.refresh(self.summary(run))
-        return run
+    def run_controls(self, delay_ms: float, outage_ms: float, rate: float,
+                     max_attempts: int) -> PushPullRun:
+        """What Run does: 3 s of events, e.g. ``press_run(delay_ms=50, outage_ms=1500,
+        rate=20, max_attempts=30)`` (each moves its slider first). An outage makes it the
+        ``"down"`` scenario, delay x rate above 1 s the ``"slow"`` one, else ``"healthy"``."""
+        scenario = ("down" if outage_ms else
+                    "slow" if delay_ms * rate > 1000 else "healthy")
+        run = self.run(scenario, rate=rate, delay_ms=delay_ms, outage_ms=outage_ms,
+                       max_attempts=max_attempts, events=max(2, min(500, round(rate * 3))))
+        return self.show(run)
 
-    def _draw(self, ax: Any) -> None:
+    def draw(self, ax: Any) -> None:
+        """The last run's plot."""
         if self.last is not None:
             self.last.draw(ax)
 
-    @staticmethod
-    def summary(run: PushPullRun) -> str:
-        """One line: time to deliver, backlog, losses and the recovery load of both designs."""
+    def summary(self, run: PushPullRun | None = None) -> str:
+        """One line: time to deliver, backlog, losses and the recovery load of both designs
+        (of ``run``, or of the last run)."""
+        run = self.last if run is None else run
+        if run is None:
+            return "press Run"
         parts = []
         for d in DESIGNS:
             ms = run.deliver_ms(d)

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, LiveView
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.messaging import Event
 from labsupport.runtime.waiting import wait_until
@@ -96,12 +97,15 @@ class RebalanceRecord:
         return moves
 
 
-class RebalanceExperiment:
+class RebalanceExperiment(Experiment):
     """Member A consumes; B joins; A leaves; messages keep flowing the whole time.
 
     ``partitions`` partitions, ``keys`` keys, ``rate`` messages per wall second,
     ``settle_s`` wall seconds between the steps once the group is stable.
     """
+
+    TITLE = "A consumer group rebalancing: A, then A + B, then B"
+    BUTTON = "Run"
 
     def __init__(self, lab: Lab, partitions: int = 3, keys: int = 6, rate: float = 150,
                  settle_s: float = 0.4) -> None:
@@ -112,8 +116,6 @@ class RebalanceExperiment:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._runs = 0
-        self.board: Dashboard | None = None
-        self.controls: dict[str, Any] = {}
 
     @staticmethod
     def _check(partitions: int, keys: int, rate: float, settle_s: float) -> None:
@@ -283,29 +285,21 @@ class RebalanceExperiment:
                 f"{rec.duplicates}, keys out of order {rec.order_breaks()}, "
                 f"partition moves {rec.moves()}")
 
-    def dashboard(self) -> Dashboard:
+    def make_controls(self) -> dict[str, Any]:
         """Sliders for partitions and keys, a Run button, the ownership timeline live."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "partitions": w.IntSlider(value=self.partitions, min=1, max=6,
                                       description="partitions"),
             "keys": w.IntSlider(value=self.keys, min=1, max=12, description="keys"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        self.board = Dashboard("A consumer group rebalancing: A, then A + B, then B",
-                               [*self.controls.values(), button], self.draw)
-        button.on_click(lambda _: self.press_run())
-        return self.board
 
-    def press_run(self, **values: Any) -> LiveView:
-        """What the Run button does (with ``values`` set on the sliders first)."""
-        if self.board is None:
-            self.dashboard()
-        assert self.board is not None
-        chosen = set_controls(self.controls, values)
-        self._check(chosen["partitions"], chosen["keys"], self.rate, self.settle_s)
-        self.partitions, self.keys = chosen["partitions"], chosen["keys"]
+    def run_controls(self, partitions: int, keys: int) -> LiveView:
+        """What the Run button does: ``press_run(partitions=3, keys=6)`` sets the sliders,
+        then starts the run; the ownership timeline follows it live."""
+        self._check(partitions, keys, self.rate, self.settle_s)
+        self.partitions, self.keys = partitions, keys
         self.start()
         return self.board.watch(self.done, self.summary)
 

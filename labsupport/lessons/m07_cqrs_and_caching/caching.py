@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, LiveView
 from labsupport.kit.evidence import Estimate, difference, share
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m07_cqrs_and_caching.cqrs import (
     OrderShop,
     fire_paths,
@@ -175,7 +176,7 @@ def ttl_hit_rate(reads_per_s: float, ttl_ms: float, compute_ms: float) -> float:
     return r * ttl / (1 + r * compute + r * ttl)
 
 
-class CacheBench:
+class CacheBench(Experiment):
     """What every cache experiment of module 07 shares: the shop, the origin that counts the
     requests it serves, the readers who judge every answer, and the paired traffic.
 
@@ -183,8 +184,12 @@ class CacheBench:
     with :meth:`url` where a read goes; every read of the schedule goes to every arm at the
     same moment, so ``logs[a].staleness_ms[i]`` and ``logs[b].staleness_ms[i]`` are a pair.
     The origin counts requests by client: ``f"{arm}_cache"`` for a read that missed.
+    ``dashboard()`` shows it; ``press_run(ttl_ms=..., compute_ms=..., read_rate=...)`` is its
+    Run button.
     """
 
+    TITLE = "A TTL cache and an event-refreshed cache"
+    BUTTON = "Run 8 s of traffic"
     arms: tuple[str, ...] = CACHES
 
     def __init__(self, lab: Lab, shop: OrderShop, compute_ms: float, ttl_ms: float) -> None:
@@ -322,7 +327,6 @@ class CacheBench:
         return self.run_future is None or self.run_future.done()
 
     labels = {"ttl": "TTL cache", "event": "event-refreshed cache"}
-    title = "A TTL cache and an event-refreshed cache"
 
     def draw(self, ax: Any) -> None:
         """The staleness of every answer over time, one colour per arm; the TTL dashed."""
@@ -346,28 +350,22 @@ class CacheBench:
                            *(self.logs[arm].summary(self.labels.get(arm, arm))
                              for arm in self.arms)])
 
-    def dashboard(self) -> Dashboard:
+    def make_controls(self) -> dict[str, Any]:
         """Sliders for the TTL and the compute cost; Run sends writes and reads."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "ttl_ms": w.IntSlider(int(self.ttl_ms), 250, 5000, step=250, description="TTL ms"),
             "compute_ms": w.IntSlider(int(self.compute_ms), 0, 500, step=25,
                                       description="compute ms"),
             "read_rate": w.IntSlider(40, 10, 100, step=10, description="reads/s"),
         }
-        button = w.Button(description="Run 8 s of traffic", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard(self.title,
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> LiveView:
-        """What Run does; ``values`` (ttl_ms, compute_ms, read_rate) move the sliders."""
-        c = set_controls(self.controls, values)
-        self.set(compute_ms=c["compute_ms"], ttl_ms=c["ttl_ms"])
-        self.start(read_rate=c["read_rate"])
+    def run_controls(self, ttl_ms: int, compute_ms: int, read_rate: int) -> LiveView:
+        """What Run does: ``press_run(ttl_ms=2000, compute_ms=50, read_rate=40)`` moves the
+        sliders, then sends 8 s of writes and reads; the plot follows them live."""
+        self.set(compute_ms=compute_ms, ttl_ms=ttl_ms)
+        self.start(read_rate=read_rate)
         return self.board.watch(self.done, self.summary, hz=4)
 
     # ----- predictions from other inputs ------------------------------------------------------

@@ -47,8 +47,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from labsupport import broker
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView
 from labsupport.kit.evidence import Estimate, difference, quantile
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m07_cqrs_and_caching.projections import OrderProjection, differences
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.latency import Normal
@@ -101,8 +102,15 @@ class Write:
     acked_at: float       # model s: the broker acknowledged the event (the user gets 200)
 
 
-class OrderShop:
-    """Command side, event topic, projection and query side of one order system."""
+class OrderShop(Experiment):
+    """Command side, event topic, projection and query side of one order system.
+
+    Its dashboard is experiment 1, reads and writes under the same load: ``dashboard()``
+    shows it, ``press_run(payment_ms=..., write_rate=..., read_rate=...)`` is its Run button.
+    """
+
+    TITLE = "Reads and writes under the same load"
+    BUTTON = "Run 4 s of traffic"
 
     def __init__(self, lab: Lab, payment_ms: float = 20.0, partitions: int = 3,
                  customers: int = 8, query_ms: float = 1.0, prefix: str = "",
@@ -346,26 +354,24 @@ class OrderShop:
         run.pairs.extend(again.pairs)
         return run.read_penalty(q)
 
-    def dashboard(self) -> Dashboard:
+    def make_controls(self) -> dict[str, Any]:
         """Sliders for the payment check's latency and the two rates; Run starts the load."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "payment_ms": w.IntSlider(400, 0, 1000, step=20, description="payment ms"),
             "write_rate": w.IntSlider(10, 2, 30, description="writes/s"),
             "read_rate": w.IntSlider(50, 10, 150, step=10, description="reads/s"),
         }
-        button = w.Button(description="Run 4 s of traffic", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("Reads and writes under the same load",
-                               [*self.controls.values(), button], self._draw_mixed)
-        return self.board
 
-    def press_run(self, **values: Any) -> LiveView:
-        """What Run does; ``values`` (payment_ms, write_rate, read_rate) move the sliders."""
-        c = set_controls(self.controls, values)
-        run = self.start_mixed(c["payment_ms"], c["write_rate"], c["read_rate"])
+    def make_board(self, widgets: list[Any]) -> Dashboard:
+        return Dashboard(self.TITLE, widgets, self._draw_mixed)
+
+    def run_controls(self, payment_ms: int, write_rate: int, read_rate: int) -> LiveView:
+        """What Run does: ``press_run(payment_ms=400, write_rate=10, read_rate=50)`` moves
+        the sliders, then starts 4 s of writes and reads (:meth:`start_mixed`); the plot
+        follows them live."""
+        run = self.start_mixed(payment_ms, write_rate, read_rate)
         return self.board.watch(run.future.done, run.summary, hz=4)
 
     def _draw_mixed(self, ax: Any) -> None:

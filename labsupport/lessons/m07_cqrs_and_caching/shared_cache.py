@@ -34,8 +34,9 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, LiveView
 from labsupport.kit.evidence import Estimate, quantile, share
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m07_cqrs_and_caching.caching import CacheBench, Entry, catch_up
 from labsupport.lessons.m07_cqrs_and_caching.cqrs import model_now, require_positive
 from labsupport.runtime import cache_server
@@ -178,7 +179,7 @@ class ServerCaches(_ServerBench):
 
     labels = {"aside": "cache-aside, TTL on the server", "forever": "no TTL (control)",
               "event": "event-refreshed, on the server"}
-    title = "Caches on the cache server"
+    TITLE = "Caches on the cache server"
 
     def __init__(self, lab: Lab, shop: OrderShop, url: str, arms: tuple[str, ...] = (
             "aside", "forever"), compute_ms: float = 50.0, ttl_ms: float = 2000.0) -> None:
@@ -256,7 +257,7 @@ class SharedInstances(_ServerBench):
 
     arms = ("shared", "local")
     labels = {"shared": "one cache on the server", "local": "a dict per instance (control)"}
-    title = "Two instances: one shared cache, or a dict each"
+    TITLE = "Two instances: one shared cache, or a dict each"
     kind = "instances"
 
     def __init__(self, lab: Lab, shop: OrderShop, url: str, compute_ms: float = 50.0,
@@ -412,13 +413,15 @@ class StampedeRun:
                 f"{self.without_value('locked')}")
 
 
-class Stampede(_OnServer):
+class Stampede(_OnServer, Experiment):
     """One hot key read ``rate`` times a second through two caches on the server, each read
     sent to both at the same moment: ``hot_plain`` (GET, on a miss compute and SET PX: the
     control arm) and ``hot_locked`` (:func:`get_or_compute`, or the ``fix`` you pass with the
     same arguments). The expensive compute is a backend service, ``hot_origin``, which logs
     every request it serves, per arm."""
 
+    TITLE = "A hot key expires: stampede or lock"
+    BUTTON = "Run 5 s of reads"
     kind = "stampede"
     ARMS = ("plain", "locked")
 
@@ -518,28 +521,22 @@ class Stampede(_OnServer):
         ax.set_ylabel("computes at the backend")
         ax.legend(loc="upper left", fontsize=8)
 
-    def dashboard(self) -> Dashboard:
+    def make_controls(self) -> dict[str, Any]:
         """Sliders for the read rate, the compute and the TTL; Run reads the hot key."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "rate": w.IntSlider(int(self.rate), 10, 200, step=10, description="reads/s"),
             "compute_ms": w.IntSlider(int(self.compute_ms), 50, 500, step=50,
                                       description="compute ms"),
             "ttl_ms": w.IntSlider(int(self.ttl_ms), 200, 3000, step=100, description="TTL ms"),
         }
-        button = w.Button(description="Run 5 s of reads", button_style="primary",
-                          layout=w.Layout(width="auto"))
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("A hot key expires: stampede or lock",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> LiveView:
-        """What Run does; ``values`` (rate, compute_ms, ttl_ms) move the sliders."""
-        c = set_controls(self.controls, values)
-        self.set(c["compute_ms"], c["ttl_ms"])
-        self.start(rate=c["rate"])
+    def run_controls(self, rate: int, compute_ms: int, ttl_ms: int) -> LiveView:
+        """What Run does: ``press_run(rate=60, compute_ms=200, ttl_ms=800)`` moves the
+        sliders, then reads the hot key for 5 s; the plot counts the computes live."""
+        self.set(compute_ms, ttl_ms)
+        self.start(rate=rate)
         return self.board.watch(self.done, self.summary, hz=4)
 
     def close(self) -> None:

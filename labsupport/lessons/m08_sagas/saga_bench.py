@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from labsupport.broker import identity
-from labsupport.kit.dashboard import Dashboard, set_controls
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m08_sagas.choreography import Choreography
 from labsupport.lessons.m08_sagas.orchestration import Orchestration
 from labsupport.lessons.m08_sagas.sagas import (
@@ -32,10 +32,14 @@ if TYPE_CHECKING:
     from labsupport.runtime.lab import Lab
 
 
-class SagaBench:
+class SagaBench(Experiment):
     """Both styles side by side on one lab, with a dashboard: choose the style, where the
     saga fails and for which orders, duplicates and a crash; see the invariants and one
-    order's swimlane."""
+    order's swimlane. ``bench.dashboard()`` shows it; ``bench.press_run(style=..., fail=...,
+    every=..., duplicates=..., crash=..., orders=...)`` is what its Run button does."""
+
+    TITLE = "An order saga: choose what goes wrong"
+    BUTTON = "Run"
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
@@ -50,7 +54,6 @@ class SagaBench:
         self.orders: list[dict[str, Any]] = []
         self.shown: str | None = None
         self.style = "orchestration"
-        self.board: Any = None
         self.controls: dict[str, Any] = {}
 
     def system(self, style: str) -> SagaSystem:
@@ -103,11 +106,12 @@ class SagaBench:
         draw_swimlanes(ax, self.marks(), f"{self.style}: order {self.shown} "
                        f"({identity().kind} broker)")
 
-    def dashboard(self) -> Any:
-        """Controls on the left, the swimlane of one order on the right, invariants below."""
+    def make_controls(self) -> dict[str, Any]:
+        """Style, where the saga fails and for which orders, duplicates, a crash, how many
+        orders."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "style": w.ToggleButtons(options=list(self.systems), value="orchestration",
                                      description="style"),
             "fail": w.Dropdown(options=list(FAIL_POINTS), value="stock",
@@ -118,22 +122,13 @@ class SagaBench:
             "crash": w.Dropdown(options=list(CRASHABLE), value="none", description="crash"),
             "orders": w.IntSlider(value=6, min=2, max=12, description="orders"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("An order saga: choose what goes wrong",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> Invariants:
-        """What Run does; ``values`` move the controls first."""
-        if self.board is None:
-            self.dashboard()
-        c = set_controls(self.controls, values)
-        faults = SagaFaults(fail=c["fail"], every=c["every"], duplicates=c["duplicates"],
-                        crash=c["crash"])
-        inv = self.run(c["style"], c["orders"], faults)
-        self.board.refresh(self.summary())
-        return inv
+    def run_controls(self, style: str, fail: str, every: int, duplicates: float, crash: str,
+                     orders: int) -> Invariants:
+        """What Run does: ``press_run(style=, fail=, every=, duplicates=, crash=, orders=)``
+        moves those controls first; returns the invariants, the plot shows one order."""
+        faults = SagaFaults(fail=fail, every=every, duplicates=duplicates, crash=crash)
+        return self.show(self.run(style, orders, faults))
 
     def close(self) -> None:
         for system in self.systems.values():

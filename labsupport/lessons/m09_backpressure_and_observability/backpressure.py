@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView
 from labsupport.kit.evidence import Estimate, share
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime import load
 from labsupport.runtime.errors import require
 from labsupport.runtime.latency import Constant
@@ -310,8 +311,15 @@ async def sample_gauges(service: QueueService, run: QueueRun, every_s: float,
 
 
 # ----- the experiment -----------------------------------------------------------------------------
-class QueueExperiment:
-    """The same overload offered to an unbounded and a bounded copy of one service, at once."""
+class QueueExperiment(Experiment):
+    """The same overload offered to an unbounded and a bounded copy of one service, at once.
+
+    ``exp.dashboard()`` shows a ρ slider, a queue-limit slider, a duration and Run, with
+    four live panels; ``exp.press_run(rho=2.0, queue_limit=4, duration_s=5)`` is what Run
+    does (it returns a live view: ``view.join()`` waits for the end)."""
+
+    TITLE = "Unbounded vs bounded queue under the same load"
+    BUTTON = "Run"
 
     def __init__(self, lab: Lab, workers: int = 2, work_ms: float = 200.0,
                  body_kb: float = 16, prefix: str = "") -> None:
@@ -322,7 +330,6 @@ class QueueExperiment:
                          "bounded": QueueService(lab, f"{prefix}bounded", workers, work_ms, 4)}
         self.runs: dict[str, QueueRun] = {}
         self._future: Any = None
-        self.board: Dashboard | None = None
 
     @property
     def capacity_per_s(self) -> float:
@@ -387,27 +394,26 @@ class QueueExperiment:
         """Four panels over time: served latency, line length, rejections/s, KiB held."""
         draw_queue_panels(axes, self.runs)
 
-    def dashboard(self) -> Dashboard:
-        """A ρ slider, a queue-limit slider and Run; four live panels."""
+    def make_controls(self) -> dict[str, Any]:
+        """A ρ slider, a queue-limit slider and a duration slider."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "rho": w.FloatSlider(2.0, min=0.5, max=3.0, step=0.25, description="load ρ"),
             "queue_limit": w.IntSlider(4, 0, 20, description="queue limit"),
             "duration_s": w.FloatSlider(5.0, min=2, max=10, step=1, description="seconds"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = PanelDashboard("Unbounded vs bounded queue under the same load",
-                                    [*self.controls.values(), button], self.draw, (2, 2))
-        self.board.refresh(self.summary())   # the first drawing is the slow one: not mid-run
-        return self.board
 
-    def press_run(self, **values: Any) -> LiveView:
-        """What Run does; ``values`` (rho, queue_limit, duration_s) move the sliders first."""
-        require(self.board is not None, "there is no dashboard yet.", "call exp.dashboard()")
-        c = set_controls(self.controls, values)
-        self.start(c["rho"], c["queue_limit"], c["duration_s"])
+    def make_board(self, widgets: list[Any]) -> Dashboard:
+        """Four live panels (2 x 2), drawn once now: the first drawing is the slow one."""
+        board = PanelDashboard(self.TITLE, widgets, self.draw, (2, 2))
+        board.refresh(self.summary())   # the first drawing is the slow one: not mid-run
+        return board
+
+    def run_controls(self, rho: float, queue_limit: int, duration_s: float) -> LiveView:
+        """What Run does: ``press_run(rho=, queue_limit=, duration_s=)`` moves those sliders
+        first, starts the run and returns its :class:`LiveView` (``view.join()`` waits)."""
+        self.start(rho, queue_limit, duration_s)
         return self.board.watch_model(self.done, self.summary)
 
 

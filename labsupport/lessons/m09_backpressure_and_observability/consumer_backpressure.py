@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from labsupport import broker
-from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m09_backpressure_and_observability.backpressure import PanelDashboard
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.latency import Constant
@@ -248,9 +249,15 @@ class ConsumerRun:
                 f"{where}")
 
 
-class ConsumerBackpressure:
+class ConsumerBackpressure(Experiment):
     """One producer, two topics, two consumers (keep fetching / pause-resume), each with its
-    own slow downstream service of one worker."""
+    own slow downstream service of one worker.
+
+    ``exp.dashboard()`` shows a rate slider, a duration and Run, with buffer vs lag for each
+    consumer, live; ``exp.press_run(rate=100, duration_s=3)`` is what Run does."""
+
+    TITLE = "A slow consumer: keep fetching or pause?"
+    BUTTON = "Run"
 
     def __init__(self, lab: Lab, work_ms: float = 25.0, value_bytes: int = 1024,
                  high: int = 20, low: int = 10, prefix: str = "") -> None:
@@ -268,7 +275,6 @@ class ConsumerBackpressure:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._rounds = 0
-        self.board: Dashboard | None = None
 
     def start(self, rate: float = 100.0, duration_s: float = 3.0) -> dict[str, ConsumerRun]:
         """Produce ``rate`` messages per model second for ``duration_s`` to both topics."""
@@ -387,27 +393,25 @@ class ConsumerBackpressure:
         """Per consumer: in memory (buffer) and lag over time."""
         draw_buffer_vs_lag(axes, self.runs, self.high)
 
-    def dashboard(self) -> Dashboard:
-        """A rate slider and Run; buffer vs lag for each consumer, live."""
+    def make_controls(self) -> dict[str, Any]:
+        """A rate slider and a duration slider."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "rate": w.IntSlider(100, 20, 200, step=10, description="msgs/s"),
             "duration_s": w.FloatSlider(3.0, min=1, max=6, step=0.5, description="seconds"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = PanelDashboard("A slow consumer: keep fetching or pause?",
-                                    [*self.controls.values(), button], self.draw, (1, 2),
-                                    size=(7.0, 3.2))
-        self.board.refresh(self.summary())   # the first drawing is the slow one: not mid-run
-        return self.board
 
-    def press_run(self, **values: Any) -> LiveView:
-        """What Run does; ``values`` (rate, duration_s) move the sliders first."""
-        require(self.board is not None, "there is no dashboard yet.", "call exp.dashboard()")
-        c = set_controls(self.controls, values)
-        self.start(c["rate"], c["duration_s"])
+    def make_board(self, widgets: list[Any]) -> Dashboard:
+        """Buffer vs lag for each consumer (two panels), drawn once now."""
+        board = PanelDashboard(self.TITLE, widgets, self.draw, (1, 2), size=(7.0, 3.2))
+        board.refresh(self.summary())   # the first drawing is the slow one: not mid-run
+        return board
+
+    def run_controls(self, rate: int, duration_s: float) -> LiveView:
+        """What Run does: ``press_run(rate=, duration_s=)`` moves those sliders first, starts
+        the run and returns its :class:`LiveView` (``view.join()`` waits, then ``wait()``)."""
+        self.start(rate, duration_s)
         return self.board.watch_model(self.done, self.summary, every_model_s=0.5)
 
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Histogram
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, set_controls
+from labsupport.kit.dashboard import PALETTE
+from labsupport.kit.experiment import Experiment
 from labsupport.runtime.errors import require
 from labsupport.runtime.latency import Normal
 from labsupport.runtime.metrics import percentile
@@ -156,9 +157,15 @@ class InstancesResult:
         return "\n".join(rows)
 
 
-class InstancesExperiment:
+class InstancesExperiment(Experiment):
     """Two instances of one service behind a load balancer that is anything but fair:
-    ``busy`` is fast and gets most requests, ``quiet`` is slow and gets a handful."""
+    ``busy`` is fast and gets most requests, ``quiet`` is slow and gets a handful.
+
+    ``exp.dashboard()`` shows a slider for each instance's requests and Run;
+    ``exp.press_run(busy_requests=800, quiet_requests=4)`` is what Run does."""
+
+    TITLE = "p99 of two instances: averaged or merged?"
+    BUTTON = "Run"
 
     def __init__(self, lab: Lab, fast_ms: float = 40.0, slow_ms: float = 800.0,
                  prefix: str = "") -> None:
@@ -172,7 +179,6 @@ class InstancesExperiment:
             full = f"{prefix}orders_{name}"
             self.instances[full] = lab.service(full, model, routes={"/orders": self._route(full)})
         self.result: InstancesResult | None = None
-        self.board: Dashboard | None = None
 
     def _route(self, name: str) -> Any:
         svc_of = self.instances
@@ -240,24 +246,16 @@ class InstancesExperiment:
         return (f"requests {r.requests()}; average of p99s {r.averaged_p99():.0f} ms, merged "
                 f"{r.merged_p99():.0f} ms, exact {r.exact_p99():.0f} ms")
 
-    def dashboard(self) -> Dashboard:
-        """Sliders for how many requests each instance gets, and Run."""
+    def make_controls(self) -> dict[str, Any]:
+        """Sliders for how many requests each instance gets."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "busy_requests": w.IntSlider(800, 100, 2000, step=100, description="busy"),
             "quiet_requests": w.IntSlider(4, 1, 60, description="quiet"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = Dashboard("p99 of two instances: averaged or merged?",
-                               [*self.controls.values(), button], self.draw)
-        return self.board
 
-    def press_run(self, **values: Any) -> InstancesResult:
-        """What Run does; ``values`` (busy_requests, quiet_requests) move the sliders first."""
-        require(self.board is not None, "there is no dashboard yet.", "call exp.dashboard()")
-        c = set_controls(self.controls, values)
-        result = self.run(c["busy_requests"], c["quiet_requests"])
-        self.board.refresh(self.summary())
-        return result
+    def run_controls(self, busy_requests: int, quiet_requests: int) -> InstancesResult:
+        """What Run does: ``press_run(busy_requests=, quiet_requests=)`` moves those sliders
+        first; returns the result (``result.table()``)."""
+        return self.show(self.run(busy_requests, quiet_requests))

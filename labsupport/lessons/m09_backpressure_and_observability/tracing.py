@@ -34,8 +34,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
-from labsupport.kit.dashboard import PALETTE, Dashboard, set_controls
+from labsupport.kit.dashboard import PALETTE, Dashboard
 from labsupport.kit.evidence import Estimate, share
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m09_backpressure_and_observability.backpressure import PanelDashboard
 from labsupport.lessons.m09_backpressure_and_observability.histograms import (
     Buckets,
@@ -107,12 +108,17 @@ class Trace:
         return bad
 
 
-class TracedChain:
+class TracedChain(Experiment):
     """``gateway → orders → payment → inventory`` with tracing and a histogram per hop.
 
     Every hop works about ``work_ms``; ``slow_hop`` is sometimes (``slow_share`` of its
-    requests) ``slow_ms`` instead.
+    requests) ``slow_ms`` instead. ``chain.dashboard()`` shows which hop is slow, how often,
+    how many requests and Run; ``chain.press_run(slow_hop="payment", slow_share=0.2,
+    requests=100)`` is what Run does.
     """
+
+    TITLE = "Where did the time go? Traces and histograms"
+    BUTTON = "Run"
 
     def __init__(self, lab: Lab, hops: Sequence[str] = HOPS, work_ms: float = 20.0,
                  slow_hop: str = "payment", slow_ms: float = 250.0, slow_share: float = 0.2,
@@ -136,7 +142,6 @@ class TracedChain:
                                               routes={"/checkout": self._handler(name, nxt)})
         self.slow_hop = ""
         self.set_slow(slow_hop, slow_ms, slow_share)
-        self.board: Dashboard | None = None
         self.traces: list[Trace] = []
 
     def _after(self, name: str) -> str:
@@ -243,32 +248,28 @@ class TracedChain:
         draw_waterfall(axes[0], [("slowest", slow), ("typical", fast)], self.hop_names)
         draw_histograms(axes[1], self.histograms())
 
-    def dashboard(self) -> Dashboard:
-        """Which hop is slow, how often, and Run."""
+    def make_controls(self) -> dict[str, Any]:
+        """Which hop is slow, how often, how many requests."""
         import ipywidgets as w
 
-        self.controls = {
+        return {
             "slow_hop": w.Dropdown(options=self.hop_names, value=self.slow_hop,
                                    description="slow hop"),
             "slow_share": w.FloatSlider(0.2, min=0.05, max=0.5, step=0.05,
                                         description="how often"),
             "requests": w.IntSlider(100, 20, 200, step=20, description="requests"),
         }
-        button = w.Button(description="Run", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board = PanelDashboard("Where did the time go? Traces and histograms",
-                                    [*self.controls.values(), button], self.draw, (1, 2),
-                                    size=(8.0, 3.4), left=0.17)
-        return self.board
 
-    def press_run(self, **values: Any) -> list[Trace]:
-        """What Run does; ``values`` (slow_hop, slow_share, requests) move the controls first."""
-        require(self.board is not None, "there is no dashboard yet.", "call chain.dashboard()")
-        c = set_controls(self.controls, values)
-        self.set_slow(c["slow_hop"], share=c["slow_share"])
-        traces = self.run(c["requests"])
-        self.board.refresh(self.summary())
-        return traces
+    def make_board(self, widgets: list[Any]) -> Dashboard:
+        """Two panels: the waterfalls and the histograms."""
+        return PanelDashboard(self.TITLE, widgets, self.draw, (1, 2), size=(8.0, 3.4),
+                              left=0.17)
+
+    def run_controls(self, slow_hop: str, slow_share: float, requests: int) -> list[Trace]:
+        """What Run does: ``press_run(slow_hop=, slow_share=, requests=)`` moves those
+        controls first; returns the traces."""
+        self.set_slow(slow_hop, share=slow_share)
+        return self.show(self.run(requests))
 
     def close(self) -> None:
         """Shut the tracer providers down (the services close with the lab)."""

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from labsupport.kit.dashboard import Dashboard, LiveView, set_controls
+from labsupport.kit.dashboard import LiveView
+from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m10_capstone_checkout.checkout import (
     Scoreboard,
     Sent,
@@ -152,8 +153,14 @@ def run_designs(lab: Any, designs: Sequence[Design], schedule: ChaosSchedule,
     return [d.scoreboard(s, schedule) for d, s in zip(designs, sent, strict=True)]
 
 
-class SideBySide:
-    """Both designs, the same orders, the same chaos; a dashboard to change the chaos."""
+class SideBySide(Experiment):
+    """Both designs, the same orders, the same chaos; a dashboard to change the chaos:
+    how much slower inventory gets, how long payment is down, which design the plot shows.
+    Run plays the bad day on both designs at once."""
+
+    TITLE = "One checkout, two designs, the same bad day"
+    BUTTON = "Run the bad day"
+    OTHER_KEYWORDS = ("wait",)
 
     def __init__(self, lab: Any, designs: Sequence[Design], rate: float = 5.0,
                  seed: int = 10) -> None:
@@ -162,7 +169,7 @@ class SideBySide:
         self.boards: list[Scoreboard] = []
         self.schedule = ChaosSchedule()
         self.runs = 0
-        self.show = 0
+        self.shown = 0   # which design the plot shows
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
@@ -174,7 +181,7 @@ class SideBySide:
                                   self.seed, f"r{self.runs}")
         return self.boards
 
-    def board(self, name: str) -> Scoreboard:
+    def scoreboard(self, name: str) -> Scoreboard:
         """The scoreboard of the design called ``name`` in the last run."""
         for b in self.boards:
             if b.design == name:
@@ -194,34 +201,29 @@ class SideBySide:
         return f"{self.schedule.describe()}. " + " | ".join(b.summary() for b in self.boards)
 
     def draw(self, ax: Any) -> None:
-        board = self.boards[self.show] if len(self.boards) > self.show else None
+        board = self.boards[self.shown] if len(self.boards) > self.shown else None
         draw_timeline(ax, board)
 
     def figure(self) -> Any:
         """One timeline per design, one above the other (an image for the notebook)."""
         return timeline_image(self.boards)
 
-    def dashboard(self) -> Dashboard:
-        """Sliders: how much slower inventory gets, how long payment is down; which design
-        the plot shows; Run plays the bad day on both designs at once."""
+    def make_controls(self) -> dict[str, Any]:
         import ipywidgets as w
 
-        self.controls = {
+        controls = {
             "slow_factor": w.IntSlider(10, 1, 20, description="inventory x"),
             "crash_s": w.FloatSlider(4, min=0, max=6, step=0.5, description="payment down s"),
             "show": w.ToggleButtons(options=[(d.name, i) for i, d in enumerate(self.designs)],
                                     value=0, description="plot"),
         }
-        self.controls["show"].observe(lambda change: self._show(change["new"]), names="value")
-        button = w.Button(description="Run the bad day", button_style="primary")
-        button.on_click(lambda _: self.press_run())
-        self.board_widget = Dashboard("One checkout, two designs, the same bad day",
-                                      [*self.controls.values(), button], self.draw)
-        return self.board_widget
+        controls["show"].observe(lambda change: self._show(change["new"]), names="value")
+        return controls
 
     def _show(self, index: int) -> None:
-        self.show = index
-        self.board_widget.refresh(self.summary())
+        self.shown = index
+        if self.board is not None:
+            self.board.refresh(self.summary())
 
     def schedule_for(self, slow_factor: float, crash_s: float) -> ChaosSchedule:
         """The default bad day with inventory ``slow_factor`` x slower and payment down for
@@ -229,20 +231,20 @@ class SideBySide:
         return ChaosSchedule(slow_factor=float(slow_factor),
                              crash_s=(11.0, 11.0 + float(crash_s)))
 
-    def press_run(self, wait: bool = True, **values: Any) -> LiveView | list[Scoreboard]:
-        """What Run does; ``values`` (slow_factor, crash_s, show) move the controls first.
+    def click(self) -> LiveView:
+        """The button runs the bad day in the background and redraws once a second."""
+        return self.press_run(wait=False)
 
-        ``wait=True`` runs in this thread and redraws once at the end (a plot redrawn
-        during the run would hold the interpreter and add its own latency to the
-        measurement); the button runs in the background and redraws once a second."""
-        c = set_controls(self.controls, values, others=("wait",))
-        self.show = c["show"]
-        schedule = self.schedule_for(c["slow_factor"], c["crash_s"])
+    def run_controls(self, slow_factor: float, crash_s: float, show: int,
+                     wait: bool = True) -> LiveView | list[Scoreboard]:
+        """``press_run(slow_factor=, crash_s=, show=, wait=)``: ``wait=True`` runs in this
+        thread and redraws once at the end (a plot redrawn during the run would hold the
+        interpreter and add its own latency to the measurement)."""
+        self.shown = show
+        schedule = self.schedule_for(slow_factor, crash_s)
         self.boards, self.error = [], None
         if wait:
-            self.run(schedule)
-            self.board_widget.refresh(self.summary())
-            return self.boards
+            return self.show(self.run(schedule))
 
         def work() -> None:
             try:
@@ -252,4 +254,4 @@ class SideBySide:
 
         self._thread = threading.Thread(target=work, daemon=True, name="labsupport-bad-day")
         self._thread.start()
-        return self.board_widget.watch(lambda: not self._thread.is_alive(), self.summary, hz=1)
+        return self.board.watch(lambda: not self._thread.is_alive(), self.summary, hz=1)

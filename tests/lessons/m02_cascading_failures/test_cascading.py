@@ -140,11 +140,9 @@ def test_bad_parameters_name_the_fix(lab):
         cascade.start(duration=2, slow_at=5)
     with pytest.raises(BadParameter, match="rate and local_rate must be above 0"):
         cascade.start(rate=0)
-    with pytest.raises(BadParameter, match="There is no dashboard yet"):
-        cascade.press_run()
-    cascade.dashboard()
     with pytest.raises(BadParameter, match="No control 'colour'"):
         cascade.press_run(colour="red")
+    assert cascade.board is not None, "press_run builds the dashboard when there is none"
 
 
 def test_dashboards_draw_and_summarise(lab, monkeypatch):

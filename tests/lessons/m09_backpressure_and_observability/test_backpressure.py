@@ -86,7 +86,8 @@ def test_unbounded_latency_diverges_and_bounded_stays_under_its_bound(lab):
     draw_queue_panels(figure.subplots(2, 2).flat, runs)
 
 
-def test_queue_bad_parameters(lab):
+def test_queue_bad_parameters(lab, monkeypatch):
+    monkeypatch.setenv("LAB_HEADLESS", "1")
     exp = QueueExperiment(lab)
     with pytest.raises(BadParameter, match="rho"):
         exp.start(rho=0)
@@ -98,8 +99,9 @@ def test_queue_bad_parameters(lab):
         QueueExperiment(lab, body_kb=-1, prefix="x")
     with pytest.raises(BadParameter, match="work_ms"):
         QueueService(lab, "y", work_ms=0)
-    with pytest.raises(BadParameter, match="dashboard"):
-        exp.press_run()
+    with pytest.raises(BadParameter, match="No control"):
+        exp.press_run(colour="red")   # builds the dashboard, then refuses before any run
+    assert exp.board is not None and exp.runs == {}
 
 
 def test_tick_lag_and_bound():

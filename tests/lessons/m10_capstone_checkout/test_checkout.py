@@ -150,7 +150,7 @@ def test_side_by_side_claims_hold_on_a_short_bad_day(lab_at, lab_broker):
     assert read_status(lab, events, e.sent[0].order_id)["state"] == "CONFIRMED"
     assert "synchronous" in side.table() and "event-driven" in side.table()
     with pytest.raises(BadParameter, match="no design called"):
-        side.board("hybrid")
+        side.scoreboard("hybrid")
     events.close()
 
 
