@@ -1,7 +1,8 @@
 """How one pytest run spreads the course's tests over pytest-xdist workers (`make test`).
 
 - nbval's cells of one notebook share one kernel: they go to one worker, in order, as one
-  unit; every other test is a unit of its own, so the slow ones spread out.
+  unit (so do the site-page tests, which build the site once); every other test is a unit of
+  its own, so the slow ones spread out. The browser stage uses the same scheduler.
 - The longest work goes first (each notebook with every cell run twice, then nbval's
   notebooks, then the tests that start services), so no worker is left with a long test at
   the end while the others idle.
@@ -29,12 +30,24 @@ def notebook_of(nodeid: str) -> str:
     return path if path.endswith(".ipynb") and rest.startswith("Cell ") else ""
 
 
+ONE_UNIT_FILES = ("tests/browser/test_site_pages.py",)
+"""Test files whose tests share a costly module fixture (the site, built once): one unit each."""
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its nbval notebook, its file (for ONE_UNIT_FILES),
+    or the test itself."""
+    path = nodeid.partition("::")[0]
+    return notebook_of(nodeid) or (path if path in ONE_UNIT_FILES else nodeid)
+
+
 if LoadScopeScheduling is not None:
     class NotebookScheduling(LoadScopeScheduling):
-        """Units of work: one per nbval notebook, one per other test, in collection order."""
+        """Units of work: one per nbval notebook or listed file, one per other test, in
+        collection order."""
 
         def _split_scope(self, nodeid: str) -> str:
-            return notebook_of(nodeid) or nodeid
+            return unit_of(nodeid)
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log):
         config.option.loadscopereorder = False  # keep the order set below: longest first

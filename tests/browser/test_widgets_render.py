@@ -11,7 +11,8 @@ Env:  BROWSER_TEST_NOTEBOOKS  globs of notebooks separated by spaces, relative t
       BROWSER_TEST_CHROMIUM   browser binary (default /usr/bin/chromium)
       CI                      if set, a missing chromium is a failure, not a skip
 LAB_HEADLESS is removed from the server's environment (dashboards must draw).
-Artifacts: tests/artifacts/jupyter.log, tests/artifacts/screenshots/<name>.png
+Artifacts: tests/artifacts/jupyter.log (jupyter-gwN.log per xdist worker),
+           tests/artifacts/screenshots/<name>.png
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ def jupyter_server(request, chromium_path):
                 f"{nb} is outside the server root_dir {ROOT_DIR} (set BROWSER_TEST_ROOT_DIR)",
                 pytrace=False,
             )
-    server = JupyterServer(ROOT_DIR, ARTIFACTS / "jupyter.log")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")   # one server (and log) per xdist worker
+    server = JupyterServer(ROOT_DIR, ARTIFACTS / (f"jupyter-{worker}.log" if worker
+                                                  else "jupyter.log"))
     request.addfinalizer(server.stop)
     server.start()
     # Guard the "never write to notebooks/" promise: autosave must really be off.
