@@ -33,6 +33,7 @@ from labsupport import broker
 from labsupport.broker import clients
 from labsupport.runtime.errors import BrokerUnavailable, LabError, require
 from labsupport.runtime.settings import clean_namespace, namespace
+from labsupport.runtime.waiting import wait_until
 
 #: The topics each learner's notebooks use, with their partition counts.
 COURSE_TOPICS: dict[str, int] = {"hello": 1, "progress": 1}
@@ -131,6 +132,9 @@ def check() -> ClusterReport:
     if not problem:
         admin = _admin()  # kept alive until its futures are done
         problem = _wait(admin.delete_topics([probe], operation_timeout=TIMEOUT))[probe]
+    # A broker acknowledges a deletion before every metadata answer forgets the topic.
+    if not problem and not wait_until(lambda: probe not in list_topics(), TIMEOUT, 0.1):
+        problem = f"the probe topic {probe} was deleted but is still listed after {TIMEOUT:g} s"
     return ClusterReport(record.bootstrap, brokers, len(list_topics()), not problem, problem)
 
 
