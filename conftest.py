@@ -8,6 +8,7 @@
   the end while the others idle.
 - nbval's kernels only print an inconclusive claim: the verdicts are decided, and re-run when
   inconclusive, by tests/test_notebooks.py.
+- The test kernels' clients start without the heartbeat channel (see ``no_heartbeat``).
 
 (pytest-xdist's own ``--dist loadgroup`` cannot do the first point on pytest 9: it renames
 node ids through an attribute pytest 9 no longer reads.)
@@ -61,6 +62,33 @@ def _weight(item: pytest.Item) -> int:
     if notebook_of(item.nodeid):
         return 1
     return 2 if item.get_closest_marker("services") else 3
+
+
+def no_heartbeat() -> None:
+    """Start every Jupyter client in this process without its heartbeat thread.
+
+    The kernels here are local processes, so jupyter_client asks their manager whether they
+    live and never reads the heartbeat. Beside a CPU hog the heartbeat thread could miss a
+    beat, reopen its socket and block in a send; closing the client then joins that thread
+    for ever (nbval's teardown of notebook 00 hung 300 s so once).
+    """
+    try:
+        from jupyter_client.client import KernelClient
+    except ImportError:
+        return
+    start = KernelClient.start_channels
+    if getattr(start, "without_heartbeat", False):
+        return
+
+    def start_channels(self, shell=True, iopub=True, stdin=True, hb=False, control=True):
+        start(self, shell=shell, iopub=iopub, stdin=stdin, hb=False, control=control)
+
+    start_channels.without_heartbeat = True
+    KernelClient.start_channels = start_channels
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    no_heartbeat()
 
 
 @pytest.hookimpl(trylast=True)

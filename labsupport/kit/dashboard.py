@@ -174,6 +174,7 @@ class LiveView:
         self.dashboard, self.done, self.summarize, self.hz = dashboard, done, summarize, hz
         self.frames = 0
         self.seconds = 0.0
+        self.drawing = 0.0   # seconds spent drawing frames
         self._thread = threading.Thread(target=self._loop, name="labsupport-dashboard",
                                         daemon=True)
 
@@ -183,11 +184,16 @@ class LiveView:
     def _loop(self) -> None:
         start = time.monotonic()
         live = not headless() and not static()
+        period = 1 / self.hz
         while not self.done():
+            began = time.monotonic()
             if live:
                 self.dashboard.refresh(self.summarize())
                 self.frames += 1
-            time.sleep(max(0.0, 1 / self.hz - (time.monotonic() - start) % (1 / self.hz)))
+                self.drawing += time.monotonic() - began
+            # the next frame is due one period after this one began; a frame that took longer
+            # is followed at once (waiting for the next tick would halve the rate)
+            time.sleep(max(0.0, began + period - time.monotonic()))
         self.seconds = time.monotonic() - start
         self.dashboard.refresh(self.summarize())
 
@@ -195,6 +201,12 @@ class LiveView:
     def redraw_hz(self) -> float:
         """Frames drawn per second while the run lasted (0 when headless)."""
         return self.frames / self.seconds if self.seconds else 0.0
+
+    @property
+    def drawable_hz(self) -> float:
+        """Frames a second this machine could draw, from the time each frame took (the most
+        ``redraw_hz`` can reach when drawing is slower than ``hz``)."""
+        return self.frames / self.drawing if self.drawing else 0.0
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the run and the last redraw."""

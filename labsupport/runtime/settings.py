@@ -14,6 +14,8 @@ from __future__ import annotations
 import getpass
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from labsupport.runtime.errors import BadParameter, require
@@ -53,6 +55,20 @@ def set_time_scale(value: float | None) -> None:
                                "use 1.0 for real time, or e.g. 0.2 to run 5x faster") from None
         _check_scale(value)
     _scale_override = value
+
+
+@contextmanager
+def scale_at_least(minimum: float) -> Iterator[float]:
+    """Run the block at a time scale of at least ``minimum`` (the scale in force if larger),
+    then restore the scale. For an experiment whose effect lives in gaps of a few model ms:
+    at a small scale those are a few wall ms, which a busy machine's own jitter blurs."""
+    saved = _scale_override
+    scale = max(time_scale(), minimum)
+    set_time_scale(scale)
+    try:
+        yield scale
+    finally:
+        set_time_scale(saved)
 
 
 def _check_scale(value: float) -> None:

@@ -169,3 +169,17 @@ def test_state_dir_from_env_is_created(monkeypatch, tmp_path):
 
 def test_course_root_holds_the_package():
     assert (settings.course_root() / "labsupport" / "runtime" / "settings.py").is_file()
+
+
+def test_scale_at_least_raises_a_small_scale_and_restores_it(monkeypatch):
+    monkeypatch.setenv("LAB_TIME_SCALE", "0.2")
+    with settings.scale_at_least(0.5) as scale:
+        assert scale == settings.time_scale() == 0.5
+    assert settings.time_scale() == 0.2 and settings.time_scale_override() is None
+    settings.set_time_scale(2.0)
+    with settings.scale_at_least(0.5):
+        assert settings.time_scale() == 2.0   # a larger scale stays
+    assert settings.time_scale_override() == 2.0
+    with pytest.raises(RuntimeError), settings.scale_at_least(1.0):
+        raise RuntimeError("inside")
+    assert settings.time_scale_override() == 2.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -303,7 +303,9 @@ class TailPoint:
 
     ``slow`` counts the users who waited at least ``threshold_ms``; ``leaf_slow`` counts
     the requests in which some leaf *reported* a slow draw (the leaves' own view, printed
-    beside it but not used as evidence).
+    beside it but not used as evidence). ``overhead_share`` is the share of users who
+    waited that long in the control arm, where no leaf is ever slow (see
+    :meth:`TailAtScale.control`): the lab's own fan-out cost, 0 on an idle machine.
     """
 
     n: int
@@ -315,6 +317,7 @@ class TailPoint:
     leaf_slow: int = 0
     threshold_ms: float = 0.0
     latencies: tuple[float, ...] = ()
+    overhead_share: float = 0.0
 
     @property
     def measured(self) -> float:
@@ -322,7 +325,14 @@ class TailPoint:
 
     @property
     def theory(self) -> float:
-        return 1 - (1 - self.p_slow) ** self.n
+        """1 - (1 - p)^n: a request is fast only if all n leaves were; with a control arm,
+        it must also have escaped the lab's own delay: 1 - (1 - p)^n (1 - overhead_share)."""
+        return 1 - (1 - self.p_slow) ** self.n * (1 - self.overhead_share)
+
+    def beside(self, control: TailPoint) -> TailPoint:
+        """This point with the control arm's share (same width, no slow leaf) in its theory."""
+        require(control.n == self.n, "compare with a control of the same width.")
+        return replace(self, overhead_share=control.measured)
 
     def share(self) -> Estimate:
         """The measured share of slow requests with its (Wilson) interval."""
@@ -334,7 +344,8 @@ class TailPoint:
         latencies = self.latencies + other.latencies
         return TailPoint(self.n, self.requests + other.requests, self.slow + other.slow,
                          percentile(latencies, 50), percentile(latencies, 99), self.p_slow,
-                         self.leaf_slow + other.leaf_slow, self.threshold_ms, latencies)
+                         self.leaf_slow + other.leaf_slow, self.threshold_ms, latencies,
+                         self.overhead_share)
 
 
 def _work_ms(call: dict) -> float:
@@ -372,6 +383,24 @@ class TailAtScale:
         return TailPoint(n, requests, sum(ms >= threshold for ms in latencies),
                          percentile(latencies, 50), percentile(latencies, 99), self.p_slow,
                          leaf_slow, threshold, latencies)
+
+    def control(self, n: int, requests: int = 100) -> TailPoint:
+        """The control arm: the same fan-out of ``n`` with no leaf ever slow.
+
+        A user who still waited ``slow_ms`` or more waited for the lab itself (a hundred
+        HTTP calls cost a busy machine tens of milliseconds, five times that in model time
+        at time scale 0.2), not for a slow leaf. Its share enters the prediction through
+        :meth:`TailPoint.beside`.
+        """
+        leaves = self.leaves[:n]
+        spikes = leaves[0].latency
+        for leaf in leaves:
+            leaf.set(latency=Constant(self.fast_ms))
+        try:
+            return replace(self.measure(n, requests), p_slow=0.0)
+        finally:
+            for leaf in leaves:
+                leaf.set(latency=spikes)
 
     def sweep(self, ns: Sequence[int] = (1, 10, 30, 100), requests: int = 100,
               progress: bool = True) -> list[TailPoint]:

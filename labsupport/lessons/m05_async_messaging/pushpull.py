@@ -175,7 +175,8 @@ class Dispatcher:
         self.pending: dict[str, float] = {}       # event id -> when it was stored
         self.attempts: Counter[str] = Counter()
         self.dead: dict[str, str] = {}            # event id -> why
-        self.late_ms = 0.0                        # the latest an attempt left after its plan
+        self.late_ms = 0.0                        # the latest an attempt left, or a refused
+        #                                           one was answered, after its plan
         self._tasks: set[asyncio.Task[None]] = set()
         self._publisher = lab.bus.publisher()
         self.service = lab.service("dispatcher", 0, routes={"/publish": self._publish})
@@ -204,6 +205,10 @@ class Dispatcher:
             if 200 <= status < 300:
                 self.pending.pop(event["id"], None)
                 return
+            # a refused attempt reached the subscriber before its answer came back: this
+            # bounds how late after its plan an attempt can arrive (loop and trip together)
+            if status:  # answered (a timeout is no trip: it says nothing of the path)
+                self.late_ms = max(self.late_ms, to_model(time.monotonic() - due) * 1000)
             if status in PERMANENT:
                 break
         why = f"answer {status}, not retried" if status in PERMANENT else "attempts used up"
@@ -271,7 +276,8 @@ class PushPullRun:
     dead_ids: dict[str, set[int]] = field(default_factory=dict)
     """The events each design dead-lettered, by its own record."""
     late_ms: float = 0.0
-    """The latest any push attempt left after its planned moment (the loop was busy)."""
+    """The latest any push attempt left after its planned moment, or any refused attempt
+    was answered (the loop was busy, the trip was long): how late an attempt can arrive."""
 
     def slack_ms(self, floor_ms: float = 50.0) -> float:
         """How far the push predictions' outage end may be off: ``floor_ms`` plus the

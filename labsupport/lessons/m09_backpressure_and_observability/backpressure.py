@@ -245,11 +245,14 @@ class QueueRun:
         span = max(done, default=0.0) - min((s.t for s in self.shots), default=0.0)
         return len(done) / span if span > 0 else math.nan
 
-    def bound_ms(self) -> float:
-        """Bounded line: at most ``queue_limit`` ahead, so (queue_limit + workers)/μ
-        (the lab's own pauses, ``stall_ms``, come on top)."""
+    def bound_ms(self, mu: float | None = None) -> float:
+        """Bounded line: at most ``queue_limit`` ahead, so (queue_limit + workers)/μ, with the
+        nominal μ or the one given (say :meth:`served_rate`: a loaded laptop serves fewer a
+        second than nominal, and each place in the line then takes longer). The lab's own
+        pauses, ``stall_ms``, come on top."""
         require(self.queue_limit is not None, "an unbounded line has no bound.")
-        return (self.queue_limit + self.workers) / self.capacity * 1000
+        rate = self.capacity if mu is None or not mu > 0 else min(mu, self.capacity)
+        return (self.queue_limit + self.workers) / rate * 1000
 
     def peak_bytes(self) -> int:
         return max((g.bytes_held for g in self.gauges), default=0)

@@ -203,3 +203,17 @@ def test_the_hedging_dashboard_runs_what_its_controls_say(lab):
     assert board is hedge.board
     with pytest.raises(BadParameter, match="No control 'colour'"):
         hedge.press_run(colour="red")
+
+
+def test_the_control_arm_has_no_slow_leaf_and_enters_the_prediction(lab):
+    """With every leaf fast, no leaf reports a slow draw and the spikes come back after; the
+    control's share of slow users raises the prediction: 1 - (1-p)^n (1 - c)."""
+    tail = TailAtScale(lab, max_n=20, p_slow=0.2, fast_ms=1, slow_ms=200)
+    control = tail.control(20, requests=20)
+    assert control.leaf_slow == 0 and control.theory == 0
+    assert control.measured <= 0.2
+    point = tail.measure(20, requests=10)
+    assert point.leaf_slow >= 7  # the spikes are back
+    half = TailPoint(20, 10, 5, 0, 0, 0.2, overhead_share=0.0).beside(
+        TailPoint(20, 10, 5, 0, 0, 0.0))
+    assert half.theory == pytest.approx(1 - 0.8 ** 20 * 0.5)
