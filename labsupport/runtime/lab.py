@@ -16,6 +16,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Coroutine
@@ -36,6 +37,8 @@ from labsupport.runtime.stores import Store, Stores
 
 T = TypeVar("T")
 THREAD_NAME = "labsupport-loop"
+SWITCH_INTERVAL_S = 0.001
+"""How long a busy Python thread may keep the interpreter from the lab's loop (seconds)."""
 _current: Lab | None = None
 
 
@@ -61,6 +64,9 @@ class Lab:
             _current.close()
         self.seed = seed
         self.services: dict[str, Service] = {}
+        # A thread that waits for the interpreter (the loop's services, a consumer) gets it
+        # within this long of a busy thread (a dashboard drawing a frame), not Python's 5 ms.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=THREAD_NAME,
                                         daemon=True)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from labsupport.kit.dashboard import PALETTE, Dashboard
+from labsupport.kit.dashboard import DRAW_SHARE, PALETTE, Dashboard
 
 
 def draw_histogram(ax) -> None:
@@ -19,23 +19,28 @@ def finishes_after(seconds: float):
     return lambda: time.monotonic() >= end
 
 
-def test_live_view_redraws_five_times_a_second_or_as_fast_as_it_can_draw(monkeypatch):
-    """Five frames a second; on a machine where one frame takes longer than 200 ms (a slow
-    laptop beside another busy process), frame after frame with no idle tick between, and
-    never fewer than two a second."""
+def test_live_view_redraws_five_times_a_second_unless_drawing_would_take_the_machine(monkeypatch):
+    """Five frames a second; where a frame takes longer than DRAW_SHARE of 200 ms (a slow
+    laptop, a busy neighbour), as many as keep drawing to that share of the time (a frame
+    holds the interpreter the experiment needs), and never under one a second."""
     monkeypatch.delenv("LAB_HEADLESS", raising=False)
     board = Dashboard("live", [], draw_histogram)
+    board.render_png()   # the first frame sets the figure up: slow everywhere, not measured
     runs = []
     for _ in range(3):   # best of three 2 s runs: a busy machine slows a moment, not all three
         view = board.watch(finishes_after(2.0), lambda: f"t={time.monotonic():.2f}")
         view.join(10)
-        runs.append((round(view.redraw_hz, 1), round(view.drawable_hz, 1)))
-        if view.redraw_hz >= min(5.0, 0.8 * view.drawable_hz):
+        runs.append((round(view.redraw_hz, 1), round(view.drawable_hz, 1),
+                     round(view.drawing / view.seconds, 2)))
+        if view.redraw_hz >= 0.8 * min(5.0, DRAW_SHARE * view.drawable_hz):
             break
-    rate, drawable = max(runs)
-    assert rate >= min(5.0, 0.8 * drawable) and rate >= 2, (
+    rate, drawable, share = max(runs)
+    assert rate >= 0.8 * min(5.0, DRAW_SHARE * drawable) and rate >= 1, (
         f"only {rate} redraws per second, though frames took 1/{drawable} s "
-        f"(runs: redraws, drawable per second: {runs})")
+        f"(runs: redraws, drawable per second, share of time drawing: {runs})")
+    # a frame a second at the least: slower frames than DRAW_SHARE s take a larger share
+    assert share <= max(DRAW_SHARE, 1 / drawable) + 0.1, (
+        f"drawing took {share:.0%} of the time (runs: {runs})")
     assert bytes(board.plot.value).startswith(b"\x89PNG"), "the plot widget holds no PNG"
     assert board.summary_text.startswith("t=")
 

@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -688,6 +688,7 @@ class BurstResult:
     consumers: int
     placed: dict[str, tuple[int, int]] = field(default_factory=dict)
     charged: list[int] = field(default_factory=list)
+    pilot: BurstResult | None = None
 
     @property
     def drain_ms(self) -> float:
@@ -712,10 +713,19 @@ class BurstResult:
         spans = [(r.done_ms or 0) - (r.picked_ms or 0) for r in self.rows]
         return sum(spans) / len(spans)
 
+    def busiest(self) -> int:
+        """Orders in the busiest partition (the broker's acks)."""
+        return max(self.per_partition().values())
+
+    def pace_ms(self, pickup_ms: float = 0.0) -> float:
+        """A consumer's time per order while orders wait: this burst's drain, less one
+        pickup, over its busiest partition's orders (model ms)."""
+        return (self.drain_ms - pickup_ms) / self.busiest()
+
     def predicted_drain_ms(self, per_order_ms: float, pickup_ms: float = 0.0) -> float:
         """The busiest partition's orders, one after another: count x ``per_order_ms``, a
         time per order measured *before* the burst (not from this burst's rows)."""
-        return max(self.per_partition().values()) * per_order_ms + pickup_ms
+        return self.busiest() * per_order_ms + pickup_ms
 
 
 class Burst(Experiment):
@@ -730,13 +740,25 @@ class Burst(Experiment):
         self._thread: threading.Thread | None = None
         self._lag: LagSeries | None = None
         self._ids: list[str] = []
+        self._phase = "burst"
 
     def _waiting(self) -> int:
         # Our own count: orders accepted in this burst that are not done yet.
         return len(self._ids) - self.system.done_count(self._ids) if self._ids else 0
 
-    def run(self, orders: int = 30) -> BurstResult:
-        """Send the burst, sample the lag every 20 ms (wall) until it is 0, return the result."""
+    def run(self, orders: int = 30, pilot: int = 8) -> BurstResult:
+        """Send a small ``pilot`` burst and wait until it drained (its pace is the
+        prediction's time per order: other orders, the same machine, the same dashboard
+        drawing), then the burst: sample the lag every 20 ms (wall) until it is 0, return
+        the result (``pilot=0``: no pilot)."""
+        require(isinstance(pilot, int) and 0 <= pilot <= 50,
+                f"pilot must be a whole number from 0 to 50, got {pilot!r}.")
+        first = self._drain(pilot, "pilot") if pilot else None
+        self.result = replace(self._drain(orders, "burst"), pilot=first)
+        return self.result
+
+    def _drain(self, orders: int, phase: str) -> BurstResult:
+        self._phase = phase
         require(isinstance(orders, int) and 1 <= orders <= 200,
                 f"orders must be a whole number from 1 to 200, got {orders!r}.")
         system, recorder = self.system, Recorder("burst")
@@ -754,11 +776,9 @@ class Burst(Experiment):
         if len(self._ids) != orders or not system.wait_done(self._ids, 1):
             raise LabError(f"the burst did not drain: {self._waiting()} orders still waiting.",
                            "check the consumers: system.consumers")
-        self.result = BurstResult(recorder, system.rows(self._ids), self._lag,
-                                  len(system.consumers),
-                                  {oid: system.placed[oid] for oid in self._ids},
-                                  system.charged(self._ids))
-        return self.result
+        return BurstResult(recorder, system.rows(self._ids), self._lag, len(system.consumers),
+                           {oid: system.placed[oid] for oid in self._ids},
+                           system.charged(self._ids))
 
     def start(self, orders: int = 30) -> None:
         """:meth:`run` in a background thread (for the live dashboard)."""
@@ -774,10 +794,12 @@ class Burst(Experiment):
         r = self.result
         if r is None:
             lag = self._lag.last if self._lag else 0
-            return f"burst running: {lag} orders waiting"
+            return f"{self._phase} running: {lag} orders waiting"
         return (f"{len(r.rows)} orders accepted, 202 p99 {r.recorder.percentile(99):.1f} ms; "
                 f"peak lag {r.lag.peak}, drained in {r.drain_ms:.0f} ms by {r.consumers} "
-                f"consumers ({r.throughput:.1f} orders/s; {r.per_order_ms:.0f} ms per order)")
+                f"consumers ({r.throughput:.1f} orders/s; {r.per_order_ms:.0f} ms per order)"
+                + (f"; a pilot of {len(r.pilot.rows)} just before drained in "
+                   f"{r.pilot.drain_ms:.0f} ms" if r.pilot else ""))
 
     def draw(self, ax: Any) -> None:
         if self._lag is not None:

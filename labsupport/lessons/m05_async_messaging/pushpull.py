@@ -375,12 +375,21 @@ class PushPullRun:
                                                                           slack_ms)]
         return min(counts), max(counts)
 
-    def predicted_queue(self, t: float) -> int:
-        """Push: events the dispatcher holds at ``t`` (published, neither delivered nor
-        dead-lettered yet), from the publish times and the schedule."""
-        fates = self.predicted_push()
-        return sum(p <= t and (f if f is not None else dead_letter_time(p, self.policy)) > t
-                   for p, f in zip(self.published, fates, strict=True))
+    def predicted_queue(self, t0: float, t1: float, slack_ms: float = 0.0) -> tuple[int, int]:
+        """Push: (fewest, most) events the dispatcher holds (published, neither delivered nor
+        dead-lettered yet) at the moment its queue was read, somewhere between ``t0`` and
+        ``t1``, from the publish times and the schedule, the outage's end known to
+        ``slack_ms`` (as :meth:`predicted_in`). Fewest: held through all of ``[t0, t1]``;
+        most: held at some moment of it."""
+        fewest, most = [], []
+        for s in (-slack_ms, 0.0, slack_ms):
+            ends = [f if f is not None else dead_letter_time(p, self.policy)
+                    for p, f in zip(self.published, self.predicted_push(s), strict=True)]
+            fewest.append(sum(p <= t0 and e > t1 for p, e in zip(self.published, ends,
+                                                                 strict=True)))
+            most.append(sum(p <= t1 and e > t0 for p, e in zip(self.published, ends,
+                                                               strict=True)))
+        return min(fewest), max(most)
 
     def predicted_lag(self, t0: float, t1: float) -> tuple[int, int]:
         """Pull, while the subscriber is down: (fewest, most) events on the topic that the

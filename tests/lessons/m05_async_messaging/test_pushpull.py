@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from labsupport.kit.claims import expect_at_most
 from labsupport.lessons.m05_async_messaging.pushpull import (
     COMPRESS,
     EVENT_GRID_SCHEDULE_S,
@@ -84,7 +85,8 @@ def test_an_outage_dead_letters_what_the_schedule_predicts_and_pull_keeps_it(pus
 def test_the_backlog_is_the_dispatchers_queue_or_the_topics_lag(pushpull):
     run = pushpull.run("down")
     t0, t1, queue, lag = run.at_recovery
-    assert run.predicted_queue(t0) - 1 <= queue <= run.predicted_queue(t1) + 1
+    fewest, most = run.predicted_queue(t0, t1, run.slack_ms())
+    assert fewest <= most and fewest - 1 <= queue <= most + 1
     low, high = run.predicted_lag(t0, t1)
     assert low <= lag <= high
     assert queue >= 20 and lag >= 20                    # 1.5 s at 20/s: both held a backlog
@@ -94,7 +96,11 @@ def test_the_backlog_is_the_dispatchers_queue_or_the_topics_lag(pushpull):
 def test_the_publisher_waits_for_the_store_not_the_subscriber(pushpull):
     stored = pushpull.run("slow")
     delivered = pushpull.run("slow", events=8, ack_after_delivery=True)
-    assert stored.wait("push").high < stored.delay_ms / 4
+    # decided as the notebook's claim is: more runs while a busy machine's stalls leave the
+    # p50's interval across the line (its high end is one order statistic of 20 waits)
+    assert expect_at_most("push: the publisher's wait (p50)", stored.wait("push"),
+                          stored.delay_ms / 4,
+                          more=lambda: pushpull.run("slow").wait("push")).passed
     assert delivered.wait("push").low >= stored.delay_ms     # the control arm waits
     assert stored.paired_extra().low > stored.delay_ms       # pull queues, push does not
     assert stored.max_concurrency("push") >= 2 and stored.max_concurrency("pull") == 1
