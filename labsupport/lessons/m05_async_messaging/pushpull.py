@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +175,7 @@ class Dispatcher:
         self.ack_after_delivery = False
         self.pending: dict[str, float] = {}       # event id -> when it was stored
         self.attempts: Counter[str] = Counter()
+        self.timed_out: Counter[str] = Counter()  # attempts whose answer never came in time
         self.dead: dict[str, str] = {}            # event id -> why
         self.late_ms = 0.0                        # the latest an attempt left, or a refused
         #                                           one was answered, after its plan
@@ -209,6 +211,8 @@ class Dispatcher:
             # bounds how late after its plan an attempt can arrive (loop and trip together)
             if status:  # answered (a timeout is no trip: it says nothing of the path)
                 self.late_ms = max(self.late_ms, to_model(time.monotonic() - due) * 1000)
+            if not status:
+                self.timed_out[event["id"]] += 1
             if status in PERMANENT:
                 break
         why = f"answer {status}, not retried" if status in PERMANENT else "attempts used up"
@@ -278,6 +282,9 @@ class PushPullRun:
     late_ms: float = 0.0
     """The latest any push attempt left after its planned moment, or any refused attempt
     was answered (the loop was busy, the trip was long): how late an attempt can arrive."""
+    timed_out: dict[int, int] = field(default_factory=dict)
+    """Push attempts per event whose answer did not come within the delivery timeout, by
+    the dispatcher's own record: it never saw that answer, so it tried again."""
 
     def slack_ms(self, floor_ms: float = 50.0) -> float:
         """How far the push predictions' outage end may be off: ``floor_ms`` plus the
@@ -364,10 +371,16 @@ class PushPullRun:
 
     def predicted_in(self, window: tuple[float, float], slack_ms: float) -> tuple[int, int]:
         """(fewest, most) push deliveries predicted in ``window`` when the outage may end up to
-        ``slack_ms`` earlier or later than set (timers and the loop are not exact)."""
-        counts = [sum(f is not None and window[0] <= f < window[1]
-                      for f in self.predicted_push(s)) for s in (-slack_ms, 0.0, slack_ms)]
-        return min(counts), max(counts)
+        ``slack_ms`` earlier or later than set and an attempt may reach the subscriber up to
+        ``slack_ms`` after its plan (timers, the loop and the trip are not exact): most, those
+        planned from ``slack_ms`` before the window; fewest, those planned in it with
+        ``slack_ms`` to spare."""
+        start, end = window
+
+        def counted(low: float, high: float) -> list[int]:
+            return [sum(f is not None and low <= f < high for f in self.predicted_push(s))
+                    for s in (-slack_ms, 0.0, slack_ms)]
+        return min(counted(start, end - slack_ms)), max(counted(start - slack_ms, end))
 
     def predicted_dead(self, slack_ms: float = 0.0) -> tuple[int, int]:
         """(fewest, most) events the dispatcher must dead-letter, as :meth:`predicted_in`."""
@@ -512,7 +525,8 @@ class PushPull(Experiment):
                           waits, self.subscriber.visits, dead, sampler.samples,
                           sampler.at_recovery, frozenset(bad),
                           {"push": self._indices(self.dispatcher.dead),
-                           "pull": self._indices(self.pull.dead)}, self.dispatcher.late_ms)
+                           "pull": self._indices(self.pull.dead)}, self.dispatcher.late_ms,
+                          self._counts(self.dispatcher.timed_out))
         self.runs[scenario] = self.last = run
         return run
 
@@ -545,7 +559,11 @@ class PushPull(Experiment):
         await asyncio.gather(*tasks)
         return published, waits
 
-    def _indices(self, ids: dict[str, str]) -> set[int]:
+    def _counts(self, counter: Counter[str]) -> dict[int, int]:
+        """``counter``'s counts for this run's events, by index."""
+        return {i: counter[f"r{self._runs}-{i}"] for i in self._indices(counter)}
+
+    def _indices(self, ids: Iterable[str]) -> set[int]:
         """The indices of this run's events among ``ids`` (``r<run>-<index>``)."""
         prefix = f"r{self._runs}-"
         return {int(k[len(prefix):]) for k in ids if k.startswith(prefix)}

@@ -76,7 +76,9 @@ def test_an_outage_dead_letters_what_the_schedule_predicts_and_pull_keeps_it(pus
     wrong = predict_push(run.published, run.outage, Policy())
     assert sum(f is None for f in wrong) + 1 < run.dead["push"]
     assert run.dead["pull"] == 1 and run.lost("pull") == 0     # only the 400 left the topic
-    assert run.answered("push", 400)[3] == 1 == run.answered("pull", 400)[3]  # never resent
+    # never resent (a push attempt that timed out never showed the dispatcher its 400)
+    assert run.answered("push", 400)[3] - run.timed_out.get(3, 0) == 1
+    assert run.answered("pull", 400)[3] == 1
     assert min(run.tries("push")[i] for i in run.dead_lettered()) == 4
     back = run.recovery()
     assert run.max_concurrency("pull", back) == 1 < run.max_concurrency("push", back)
