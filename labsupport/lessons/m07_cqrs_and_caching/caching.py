@@ -80,9 +80,6 @@ class ReadLog:
     #: (model s sent, model s answered, customer, index of the answer in the customer's
     #: value history), both times since the run began
     seen: list[tuple[float, float, str, int]] = field(default_factory=list)
-    #: how long each miss kept its key missing, as the cache timed it (model ms): from the
-    #: lookup that missed until the new entry was stored
-    miss_ms: list[float] = field(default_factory=list)
 
     @property
     def reads(self) -> int:
@@ -120,13 +117,7 @@ class ReadLog:
         return percentile(self.staleness_ms, q)
 
     def worst(self) -> float:
-        """The stalest answer a reader received (model ms)."""
         return max(self.staleness_ms, default=math.nan)
-
-    def slowest_read_ms(self) -> float:
-        """The longest a reader waited for an answer (model ms, from its scheduled send): an
-        answer can be that much older when it arrives than when the cache gave it out."""
-        return max(((answered - sent) * 1000 for sent, answered, *_ in self.seen), default=0.0)
 
     def summary(self, name: str) -> str:
         if not self.reads:
@@ -243,13 +234,11 @@ class CacheBench(Experiment):
                         customer: str) -> web.Response:
         """Cache-aside in a dict of this process: an entry lives ``ttl_ms``; a read that finds
         none, or an expired one, computes it on the user's path (a miss) and keeps it."""
-        started = model_now()
         entry = entries.get(customer)
-        hit = entry is not None and (started - entry.stored_at) * 1000 < self.ttl_ms
+        hit = entry is not None and (model_now() - entry.stored_at) * 1000 < self.ttl_ms
         if entry is None or not hit:
             entry = await self._compute(customer, f"{arm}_cache")   # a miss: the user waits
             entries[customer] = entry
-            self.logs[arm].miss_ms.append((model_now() - started) * 1000)
         return self._answer(arm, entry, hit)
 
     def _answer(self, arm: str, entry: Entry, hit: bool) -> web.Response:
@@ -380,20 +369,11 @@ class CacheBench(Experiment):
         return self.board.watch(self.done, self.summary, hz=4)
 
     # ----- predictions from other inputs ------------------------------------------------------
-    def miss_window_ms(self) -> float:
-        """How long a key stays missing once a reader misses it (model ms): the median of
-        the misses the caches timed, from the lookup to the stored entry, and never less than
-        ``compute_ms``. On an idle machine it is ``compute_ms``; on a busy one at a small time
-        scale the lab's own round trips (to the origin, to the cache server) add to it."""
-        spans = [ms for log in self.logs.values() for ms in log.miss_ms]
-        return max(self.compute_ms, percentile(spans, 50)) if spans else self.compute_ms
-
     def predicted_ttl_hit_rate(self, instances: int = 1) -> float:
         """Per customer, reads arrive at r = read_rate / customers a second (spread over
-        ``instances`` caches of their own: r / instances each): :func:`ttl_hit_rate`, with
-        the miss window the caches measured (:meth:`miss_window_ms`) as the compute time."""
+        ``instances`` caches of their own: r / instances each): :func:`ttl_hit_rate`."""
         r = self.read_rate / len(self.shop.customers) / instances
-        return ttl_hit_rate(r, self.ttl_ms, self.miss_window_ms())
+        return ttl_hit_rate(r, self.ttl_ms, self.compute_ms)
 
     def staleness_gap(self, q: float = 90, arm: str = "ttl", over: str = "event") -> Estimate:
         """``arm`` minus ``over`` staleness at percentile ``q`` (model ms), over the same
@@ -401,26 +381,16 @@ class CacheBench(Experiment):
         return difference(self.logs[arm].staleness_ms, self.logs[over].staleness_ms,
                           q=q / 100, paired=True)
 
-    def read_trip_ms(self) -> float:
-        """The readers' median wait for an answer (model ms, from the scheduled send): an
-        answer keeps ageing on its way back, by up to that much."""
-        trips = [(answered - sent) * 1000 for log in self.logs.values()
-                 for sent, answered, *_ in log.seen]
-        return percentile(trips, 50) if trips else 0.0
-
     def predicted_ttl_stale_share(self, instances: int = 1) -> float:
         """From the TTL and the rate at which the truth changed during the run (w per
         customer per second, counted from the command side's history, not from the caches):
         a hit reads an entry of uniform age a in [0, ttl]; it is stale if the value changed
         since, with chance 1 - exp(-w*a). Averaged: 1 - (1 - exp(-w*ttl)) / (w*ttl), times
-        the predicted hit rate. Every answer, a miss's too, also ages by the trip back to its
-        reader (d, :meth:`read_trip_ms`: small at real time, not on a busy machine at a small
-        time scale): a fresh answer is one that no change hit during a + d."""
+        the predicted hit rate (a miss is fresh)."""
         w = self.shop.value_changes(self.started) / len(self.shop.customers) / self.duration
-        x, y = w * self.ttl_ms / 1000, w * self.read_trip_ms() / 1000
-        fresh_hit = math.exp(-y) * ((1 - math.exp(-x)) / x if x > 0 else 1.0)
-        hit = self.predicted_ttl_hit_rate(instances)
-        return hit * (1 - fresh_hit) + (1 - hit) * (1 - math.exp(-y))
+        x = w * self.ttl_ms / 1000
+        stale_hit = 1 - (1 - math.exp(-x)) / x if x > 0 else 0.0
+        return self.predicted_ttl_hit_rate(instances) * stale_hit
 
 
 class CacheExperiment(CacheBench):

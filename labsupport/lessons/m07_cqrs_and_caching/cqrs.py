@@ -354,28 +354,6 @@ class OrderShop(Experiment):
         run.pairs.extend(again.pairs)
         return run.read_penalty(q)
 
-    def alternating(self, payment_ms: Sequence[float], rounds: int = 2,
-                    write_rate: float = 10.0, read_rate: float = 50.0,
-                    duration: float = 4.0) -> list[MixedRun]:
-        """:meth:`mixed` for each payment latency in turn, ``rounds`` times, each turn
-        ``duration / rounds`` long; one pooled run per latency. Runs one after another are
-        not paired: a busy neighbour that slows one of them makes a difference that is not
-        the write path's. Taking turns spreads such moments over every latency. (Turns of
-        1 s were too short: the command side's workers start each turn idle, and its reads
-        had not queued behind the payment checks yet.)"""
-        require(isinstance(rounds, int) and rounds >= 1, f"rounds must be 1 or more, got {rounds!r}.")
-        pooled: list[MixedRun] = []
-        for _ in range(rounds):
-            turns = [self.mixed(ms, write_rate, read_rate, duration / rounds) for ms in payment_ms]
-            if not pooled:
-                pooled = turns
-            else:
-                for run, turn in zip(pooled, turns, strict=True):
-                    run.absorb(turn)
-        for run in pooled:
-            run.rates = (write_rate, read_rate, duration / rounds)
-        return pooled
-
     def make_controls(self) -> dict[str, Any]:
         """Sliders for the payment check's latency and the two rates; Run starts the load."""
         import ipywidgets as w
@@ -649,14 +627,6 @@ class MixedRun:
         of percentile ``q`` (model ms), with a bootstrap interval."""
         command, query = self.paired()
         return difference(command, query, q=q / 100, paired=True)
-
-    def absorb(self, other: MixedRun) -> None:
-        """Pool ``other``'s records (the same payment latency, another stretch of time)."""
-        for which in ("writes", "reads", "command_reads"):
-            mine = getattr(self, which)
-            for sample in getattr(other, which).samples:
-                mine.record(sample.t, sample.ms, sample.status)
-        self.pairs.extend(other.pairs)
 
     def summary(self) -> str:
         """One line: each side's p50 and p99 and failures."""

@@ -159,13 +159,12 @@ class _ServerBench(_OnServer, CacheBench):
     async def _server_get(self, arm: str, customer: str, ttl_px: int | None) -> web.Response:
         """Cache-aside on the server: GET; on a miss compute, then ``SET key value PX ttl``
         (no PX: the entry never expires)."""
-        key, started = self.key(arm, customer), model_now()
+        key = self.key(arm, customer)
         raw = await self.client.get(key)
         if raw is not None:
             return self._answer(arm, decode(raw), True)
         entry = await self._compute(customer, f"{arm}_cache")   # a miss: the user waits
         await self.client.set(key, encode(entry), px=ttl_px)
-        self.logs[arm].miss_ms.append((model_now() - started) * 1000)
         return self._answer(arm, entry, False)
 
 
