@@ -35,7 +35,7 @@ def lab_at():
     from labsupport.runtime import settings
     from labsupport.runtime.lab import Lab
 
-    saved, labs = settings._scale_override, []
+    saved, labs = settings.time_scale_override(), []
 
     def make(scale: float, seed: int = 0) -> Lab:
         settings.set_time_scale(scale)
@@ -45,7 +45,7 @@ def lab_at():
     yield make
     for lab in labs:
         lab.close()
-    settings._scale_override = saved
+    settings.set_time_scale(saved)
 
 
 @pytest.fixture(scope="session")

@@ -14,17 +14,22 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from labsupport.runtime.errors import BadParameter, require
 
 _scale_override: float | None = None
+_floors: list[float] = []   # minimum scales held by running experiments (see scale_at_least)
+_floors_lock = threading.Lock()
+#: (perf_counter, model s, scale) where the model clock last changed pace; None: never
+_anchor: tuple[float, float, float] | None = None
 
 
-def time_scale() -> float:
-    """The factor every simulated time is multiplied by (``LAB_TIME_SCALE``)."""
+def _base_scale() -> float:
     if _scale_override is not None:
         return _scale_override
     raw = os.environ.get("LAB_TIME_SCALE", "1.0")
@@ -39,9 +44,44 @@ def time_scale() -> float:
     return value
 
 
+def time_scale() -> float:
+    """The factor every simulated time is multiplied by (``LAB_TIME_SCALE``, or the kernel's
+    :func:`set_time_scale`), raised to the largest :func:`scale_at_least` in force."""
+    base = _base_scale()
+    floors = _floors
+    return max(base, *floors) if floors else base
+
+
 def time_scale_override() -> float | None:
     """The scale :func:`set_time_scale` set for this kernel, or ``None`` (``LAB_TIME_SCALE``)."""
     return _scale_override
+
+
+def model_clock() -> float:
+    """Model seconds on a monotonic clock that stays continuous when the time scale changes
+    (:func:`set_time_scale`, :func:`scale_at_least`): a model second lasts ``time_scale()``
+    wall seconds *from the moment that scale took effect*, so timestamps taken before and after
+    a change still subtract to the model time between them."""
+    anchor = _anchor
+    if anchor is None:
+        return time.perf_counter() / time_scale()
+    perf, model, scale = anchor
+    return model + (time.perf_counter() - perf) / scale
+
+
+def _rebase(change: Callable[[], None]) -> None:
+    """Apply ``change`` (to the scale) with the model clock continuing where it was."""
+    global _anchor
+    with _floors_lock:
+        try:
+            now: float | None = model_clock()
+        except BadParameter:   # LAB_TIME_SCALE is unreadable: no clock to continue
+            now = None
+        change()
+        try:
+            _anchor = None if now is None else (time.perf_counter(), now, time_scale())
+        except BadParameter:
+            _anchor = None
 
 
 def set_time_scale(value: float | None) -> None:
@@ -54,21 +94,48 @@ def set_time_scale(value: float | None) -> None:
             raise BadParameter(f"The time scale must be a number, got {value!r}.",
                                "use 1.0 for real time, or e.g. 0.2 to run 5x faster") from None
         _check_scale(value)
-    _scale_override = value
+
+    def change() -> None:
+        global _scale_override
+        _scale_override = value
+    _rebase(change)
 
 
-@contextmanager
-def scale_at_least(minimum: float) -> Iterator[float]:
-    """Run the block at a time scale of at least ``minimum`` (the scale in force if larger),
-    then restore the scale. For an experiment whose effect lives in gaps of a few model ms:
-    at a small scale those are a few wall ms, which a busy machine's own jitter blurs."""
-    saved = _scale_override
-    scale = max(time_scale(), minimum)
-    set_time_scale(scale)
-    try:
-        yield scale
-    finally:
-        set_time_scale(saved)
+class ScaleFloor:
+    """A time scale of at least ``minimum`` while it is held (the scale in force if larger):
+    ``with scale_at_least(0.5): ...``, or ``floor = scale_at_least(0.5)`` and
+    ``floor.release()`` when a run started in the background ends."""
+
+    def __init__(self, minimum: float) -> None:
+        _check_scale(minimum)
+        self.minimum, self.held = float(minimum), True
+        _rebase(lambda: _floors.append(self.minimum))
+
+    def release(self) -> None:
+        """Give the floor back (once; later calls do nothing)."""
+        if self.held:
+            self.held = False
+            _rebase(lambda: _floors.remove(self.minimum))
+
+    def until_done(self, future: Any) -> Any:
+        """Release the floor when ``future`` (a run started in the background) is done;
+        returns ``future``."""
+        future.add_done_callback(lambda _: self.release())
+        return future
+
+    def __enter__(self) -> float:
+        return time_scale()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def scale_at_least(minimum: float) -> ScaleFloor:
+    """Run at a time scale of at least ``minimum`` until the floor is released (the block
+    ends). For an experiment whose effect lives in gaps of a few model ms, or whose requests
+    per wall second would fill the machine: at a small scale those gaps are a few wall ms,
+    which a busy machine's own jitter blurs. The model clock stays continuous."""
+    return ScaleFloor(minimum)
 
 
 def _check_scale(value: float) -> None:

@@ -20,10 +20,10 @@ SCALE = 0.1
 
 @pytest.fixture
 def scale():
-    saved = settings._scale_override
+    saved = settings.time_scale_override()
     settings.set_time_scale(SCALE)
     yield
-    settings._scale_override = saved
+    settings.set_time_scale(saved)
 
 
 @pytest.fixture

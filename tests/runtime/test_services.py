@@ -23,10 +23,10 @@ FAST, PRECISE = 0.1, 0.5
 @pytest.fixture
 def scale():
     """Sets the time scale for the test (FAST unless the test changes it); restores it."""
-    saved = settings._scale_override
+    saved = settings.time_scale_override()
     settings.set_time_scale(FAST)
     yield settings.set_time_scale
-    settings._scale_override = saved
+    settings.set_time_scale(saved)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -12,12 +13,12 @@ from labsupport.runtime.errors import BadParameter, LabError
 @pytest.fixture(autouse=True)
 def clean_settings(monkeypatch):
     """No override and no LAB_* variables unless the test sets them; restored afterwards."""
-    saved = settings._scale_override
+    saved = settings.time_scale_override()
     settings.set_time_scale(None)
     monkeypatch.delenv("LAB_TIME_SCALE", raising=False)
     monkeypatch.delenv("LAB_NAMESPACE", raising=False)
     yield
-    settings._scale_override = saved
+    settings.set_time_scale(saved)
 
 
 # ----- time scale --------------------------------------------------------------------
@@ -183,3 +184,48 @@ def test_scale_at_least_raises_a_small_scale_and_restores_it(monkeypatch):
     with pytest.raises(RuntimeError), settings.scale_at_least(1.0):
         raise RuntimeError("inside")
     assert settings.time_scale_override() == 2.0
+
+
+def test_model_clock_stays_continuous_when_the_scale_changes(monkeypatch):
+    monkeypatch.setenv("LAB_TIME_SCALE", "0.2")
+    settings.set_time_scale(None)
+    before = settings.model_clock()
+    floor = settings.scale_at_least(0.5)
+    during = settings.model_clock()
+    time.sleep(0.05)
+    elapsed = settings.model_clock() - during
+    floor.release()
+    after = settings.model_clock()
+    # wall / scale, the clock without an anchor, would jump back to 40% of its reading here
+    assert before <= during <= after and after - before < 0.2
+    assert elapsed == pytest.approx(0.05 / 0.5, abs=0.03)   # at 0.5: a model second is 0.5 s
+    time.sleep(0.02)
+    assert settings.model_clock() - after == pytest.approx(0.02 / 0.2, abs=0.03)
+
+
+def test_scale_floors_nest_and_release_once_each(monkeypatch):
+    monkeypatch.setenv("LAB_TIME_SCALE", "0.2")
+    low, high = settings.scale_at_least(0.3), settings.scale_at_least(0.5)
+    assert settings.time_scale() == 0.5
+    high.release()
+    high.release()   # twice: no effect on the other floor
+    assert settings.time_scale() == 0.3
+    low.release()
+    assert settings.time_scale() == 0.2
+
+
+def test_a_floor_held_until_a_background_run_is_done(monkeypatch):
+    import concurrent.futures
+
+    monkeypatch.setenv("LAB_TIME_SCALE", "0.2")
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    assert settings.scale_at_least(0.5).until_done(future) is future
+    assert settings.time_scale() == 0.5
+    future.set_result(None)
+    assert settings.time_scale() == 0.2
+
+
+def test_a_floor_out_of_range_is_refused():
+    with pytest.raises(BadParameter, match=r"0\.01\.\.10"):
+        settings.scale_at_least(0)
+    assert settings.time_scale() == 1.0

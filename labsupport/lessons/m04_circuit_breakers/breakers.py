@@ -31,6 +31,7 @@ import pybreaker
 
 from labsupport.kit.dashboard import PALETTE, Dashboard, LiveView
 from labsupport.kit.experiment import Experiment
+from labsupport.runtime import settings
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.lab import Lab, LoadRun
 from labsupport.runtime.latency import Constant
@@ -70,7 +71,7 @@ class AsyncBreaker(Protocol):
 def model_clock() -> float:
     """Seconds of *model* time on a monotonic clock: give it to a breaker as its ``clock``
     so its ``reset_timeout`` is in model seconds and shrinks with ``LAB_TIME_SCALE``."""
-    return to_model(time.monotonic())
+    return settings.model_clock()
 
 
 # ----- pybreaker from asyncio ----------------------------------------------------------------

@@ -45,7 +45,7 @@ from labsupport.runtime.latency import LatencyModel, Normal
 from labsupport.runtime.messaging import Event, Worker
 from labsupport.runtime.metrics import Recorder, percentile
 from labsupport.runtime.services import fetch
-from labsupport.runtime.settings import to_model, to_wall
+from labsupport.runtime.settings import model_clock, to_model, to_wall
 from labsupport.runtime.waiting import wait_until
 
 DESIGNS = ("sync", "async", "rr")
@@ -63,7 +63,7 @@ _MADE: dict[int, int] = {}           # systems made so far per lab: each gets it
 
 def now_ms() -> float:
     """Model milliseconds on a monotonic clock (for time stamps within one run)."""
-    return to_model(time.perf_counter()) * 1000
+    return model_clock() * 1000
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labsupport.runtime.errors import LabError
 from labsupport.runtime.messaging import Event
-from labsupport.runtime.settings import to_model
+from labsupport.runtime.settings import model_clock
 from labsupport.runtime.stores import Store
 from labsupport.runtime.waiting import wait_until
 
@@ -92,7 +91,7 @@ class OrderProjection:
                 self.skipped += 1
 
     def _now(self) -> float:
-        return self._clock() if self._clock else to_model(time.perf_counter())
+        return self._clock() if self._clock else model_clock()
 
     # ----- reading it --------------------------------------------------------------------------
     def reached(self, partition: int, offset: int) -> bool:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from labsupport.runtime.errors import require
 from labsupport.runtime.latency import LatencyModel, Normal
 from labsupport.runtime.load import arrival_times, fire
 from labsupport.runtime.metrics import percentile
-from labsupport.runtime.settings import to_model
+from labsupport.runtime.settings import model_clock
 
 if TYPE_CHECKING:
     from labsupport.runtime.lab import Lab
@@ -60,7 +59,7 @@ OUTCOME_COLOURS = {"confirmed": PALETTE[2], "accepted": PALETTE[0], "failed": PA
 
 def now_ms() -> float:
     """Model milliseconds on a monotonic clock (time stamps within one run)."""
-    return to_model(time.perf_counter()) * 1000
+    return model_clock() * 1000
 
 
 # ----- each service's local transactions (both designs use these) -------------------------------

@@ -37,14 +37,14 @@ def system():
     from labsupport.runtime import settings
     from labsupport.runtime.lab import Lab
 
-    saved = settings._scale_override
+    saved = settings.time_scale_override()
     settings.set_time_scale(0.2)
     lab = Lab(seed=5)
     orders = OrderSystem(lab).wait_ready()
     orders.warm()
     yield orders
     lab.close()
-    settings._scale_override = saved
+    settings.set_time_scale(saved)
 
 
 def draws(draw) -> None:

@@ -100,13 +100,13 @@ def shop_lab(lab_broker):
     from labsupport.runtime import settings
     from labsupport.runtime.lab import Lab
 
-    saved = settings._scale_override
+    saved = settings.time_scale_override()
     settings.set_time_scale(0.2)
     lab = Lab(seed=7)
     shop = OrderShop(lab, payment_ms=20)
     yield lab, shop
     lab.close()
-    settings._scale_override = saved
+    settings.set_time_scale(saved)
 
 
 def test_bad_parameters_fail_fast_with_a_fix(shop_lab):
