@@ -17,6 +17,12 @@ and the claim asks for more (``rounds`` times at most) before it settles for inc
 PASS  p50 ms: measured 200 (95% interval 185 to 214, 200 samples, order statistics), claim at most 250: fast enough.
 'PASS'
 
+A claim that fails right after the machine paused the kernel (the lab's watchdog, see
+:mod:`labsupport.runtime.watchdog`, saw it wake up 50 ms or more late in the last minute) is
+INCONCLUSIVE, not FAIL: during a pause every request in flight looks slower and every timer
+fires late, so the failure may be the machine's, not the design's; run the cell again. A
+pass is kept: the lab's claims are set so that a wrong design fails them in a quiet run.
+
 With ``LAB_STRICT=1`` (set by the test suite) a failed claim raises :class:`ClaimFailed`
 and an inconclusive one raises :class:`ClaimInconclusive`, so that the test can run the
 experiment again rather than pass or fail on noise (``LAB_INCONCLUSIVE=warn`` only prints).
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 
 from labsupport.kit.evidence import Estimate
 from labsupport.runtime.errors import LabError, require
+from labsupport.runtime.watchdog import PAUSE_MS, worst_pause
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 Measured = float | Estimate
@@ -57,6 +64,7 @@ class Claim:
     bound: str = ""  # "at least" / "at most" for a one-sided claim; "" for theory ± margin
     verdict: str = ""
     estimate: Estimate | None = None
+    paused_ms: float = 0.0   # a failure made inconclusive by a pause of the machine
 
     def __post_init__(self) -> None:
         if not self.verdict:
@@ -78,6 +86,12 @@ class Claim:
     def _tail(self) -> str:
         if self.verdict == PASS:
             return f": {self.meaning}."
+        if self.verdict == INCONCLUSIVE and self.paused_ms:
+            return (f". Inconclusive: it failed, but this kernel could not run for "
+                    f"{self.paused_ms:,.0f} ms in the last minute (the lab's watchdog saw it: "
+                    "another program had the CPU, memory ran short, or one long step held "
+                    "the interpreter), so the failure may be the machine's, not the "
+                    "design's. Run the cell again.")
         if self.verdict == INCONCLUSIVE:
             return (f". Inconclusive: the interval straddles the line, so this run can neither "
                     f"show nor refute that {self.meaning or 'claim'}. The machine's noise is as "
@@ -95,7 +109,8 @@ class Claim:
                     f"{self.bound} {_num(self.theory)}{self._tail()}")
         margin = self._margin()
         relation = {PASS: f"within {margin}", FAIL: f"off by more than {margin}",
-                    INCONCLUSIVE: f"the interval straddles the {margin} margin"}[self.verdict]
+                    INCONCLUSIVE: f"the interval straddles the {margin} margin"}[
+            FAIL if self.paused_ms else self.verdict]
         return (f"{verdict} {self.name}: measured {shown}, theory "
                 f"{_num(self.theory)} ({relation}){self._tail()}")
 
@@ -175,8 +190,12 @@ def _settle(name: str, measured: Measured, theory: float, meaning: str,
         if verdict != INCONCLUSIVE or more is None or round_ == rounds:
             break
         measured = more()
+    paused = worst_pause() if verdict == FAIL else 0.0
+    if paused >= PAUSE_MS:
+        verdict = INCONCLUSIVE
     claim = Claim(name, value, theory, fields.pop("tolerance", 0.0), meaning,
-                  verdict == PASS, verdict=verdict, estimate=estimate, **fields)
+                  verdict == PASS, verdict=verdict, estimate=estimate,
+                  paused_ms=paused if verdict == INCONCLUSIVE else 0.0, **fields)
     return _report(claim)
 
 

@@ -34,6 +34,7 @@ from labsupport.runtime.metrics import Recorder
 from labsupport.runtime.services import Route, Service, fetch
 from labsupport.runtime.settings import to_wall
 from labsupport.runtime.stores import Store, Stores
+from labsupport.runtime.watchdog import Watchdog
 
 T = TypeVar("T")
 THREAD_NAME = "labsupport-loop"
@@ -75,6 +76,8 @@ class Lab:
         self.closed = False
         self._bus: Bus | None = None
         self._stores = Stores(f"{os.getpid()}-{id(self):x}")
+        #: notes pauses of the machine, for claims (:mod:`labsupport.runtime.watchdog`)
+        self.watchdog = Watchdog()
         _current = self
 
     @staticmethod
@@ -238,6 +241,7 @@ class Lab:
             self.run(self._shutdown(), timeout=10)
         finally:
             self._stores.close()
+            self.watchdog.stop()
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()

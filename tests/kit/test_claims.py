@@ -125,3 +125,61 @@ def test_sanity_checks_say_they_are_not_findings(lenient, capsys):
 def test_an_estimate_moves_with_its_interval():
     moved = Estimate(100, 90, 120, 40, "t").shifted(-30)
     assert (moved.value, moved.low, moved.high, moved.n) == (70, 60, 90, 40)
+
+
+# ----- pauses of the machine ----------------------------------------------------------------
+def test_a_failure_right_after_a_pause_is_inconclusive_and_says_why(lenient, capsys):
+    from labsupport.runtime.watchdog import note_pause
+
+    assert expect_at_most("p50 ms", 120, 100, "fast").verdict == "FAIL"   # no pause: it fails
+    note_pause(640)
+    claim = expect_at_most("p50 ms", 120, 100, "fast")
+    assert claim.verdict == "INCONCLUSIVE" and claim.paused_ms == 640 and not claim.passed
+    assert expect("x", 109, 100, tolerance=0.05).inconclusive
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("INCONCLUSIVE p50 ms: measured 120, claim at most 100. "
+                             "Inconclusive: it failed, but this kernel could not run for 640 ms")
+    assert "(off by more than 5%)" in out[2]
+
+
+def test_a_pass_is_kept_and_an_old_or_short_pause_changes_nothing(lenient):
+    import time
+
+    from labsupport.runtime.watchdog import PAUSE_MS, WINDOW_S, note_pause
+
+    note_pause(PAUSE_MS - 1)
+    assert expect_at_most("p50 ms", 120, 100, "fast").verdict == "FAIL"
+    note_pause(900, at=time.perf_counter() - WINDOW_S - 1)
+    assert expect_at_most("p50 ms", 120, 100, "fast").verdict == "FAIL"
+    note_pause(900)
+    assert expect_at_most("p50 ms", 90, 100, "fast").verdict == "PASS"
+
+
+def test_strict_raises_inconclusive_not_failed_after_a_pause(monkeypatch):
+    from labsupport.kit.claims import ClaimInconclusive
+    from labsupport.runtime.watchdog import note_pause
+
+    monkeypatch.setenv("LAB_STRICT", "1")
+    note_pause(300)
+    with pytest.raises(ClaimInconclusive, match="could not run for 300 ms"):
+        expect_at_least("ratio", 1.0, 2.0)
+
+
+def test_the_watchdog_sees_the_interpreter_held_and_nothing_when_idle():
+    import time
+
+    from labsupport.runtime.watchdog import Watchdog, forget_pauses, worst_pause
+
+    dog = Watchdog(every_s=0.005, pause_ms=40)
+    try:
+        time.sleep(0.2)   # the control: idle, the thread wakes on time
+        idle = worst_pause(window_s=1)
+        start = time.perf_counter()
+        sum(range(10_000_000))   # one C loop that keeps the interpreter for itself
+        took_ms = (time.perf_counter() - start) * 1000
+        time.sleep(0.05)
+        held = worst_pause(window_s=1)
+    finally:
+        dog.stop()
+        forget_pauses()
+    assert idle < 40 <= held and held == pytest.approx(took_ms, abs=40), (idle, held, took_ms)
