@@ -92,14 +92,15 @@ def checker_time_scale():
 
 
 PAUSED_RUNS = 3
-"""A test that starts services and fails right after the machine paused this process (the
-lab's watchdog saw it wake 50 ms or more late) runs again, this many times in all: the pause,
-not the code, may have failed it. A failure without a pause is never retried."""
+"""A test that fails right after the machine paused this process (the
+lab's watchdog, running while a lab is open, saw it wake 50 ms or more late) runs again, this
+many times in all: the pause, not the code, may have failed it. A failure without a pause is
+never retried (a test that opens no lab never sees one)."""
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    if not item.get_closest_marker("services") or item.get_closest_marker("notebooks"):
+    if item.get_closest_marker("notebooks"):
         return None   # the notebook tests decide in their kernels (inconclusive: run again)
     from _pytest.runner import runtestprotocol
 
