@@ -42,16 +42,16 @@ from labsupport.kit.dashboard import PALETTE, LiveView
 from labsupport.kit.evidence import Estimate, difference, share
 from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m07_cqrs_and_caching.cqrs import (
-    MIN_SCALE,
     OrderShop,
     fire_paths,
     model_now,
     require_positive,
+    submit_loaded,
 )
 from labsupport.runtime.errors import LabError, require
 from labsupport.runtime.load import Shot
 from labsupport.runtime.metrics import Recorder, percentile
-from labsupport.runtime.settings import scale_at_least, to_wall
+from labsupport.runtime.settings import to_wall
 from labsupport.runtime.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -264,11 +264,9 @@ class CacheBench(Experiment):
         self.logs = {arm: ReadLog() for arm in self.arms}
         self.origin.clear()
         self._reset()
-        floor = scale_at_least(MIN_SCALE)   # released when the run ends
         self.started = model_now()
         self.shop.commands.set(latency=5)
-        self.run_future = floor.until_done(
-            self.lab.submit(self._traffic(write_rate, read_rate, duration)))
+        self.run_future = submit_loaded(self.lab, self._traffic(write_rate, read_rate, duration))
         return self.run_future
 
     def run(self, write_rate: float = 10.0, read_rate: float = 40.0,

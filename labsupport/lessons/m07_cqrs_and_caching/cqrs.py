@@ -40,9 +40,9 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -61,6 +61,8 @@ from labsupport.runtime.waiting import wait_until
 
 if TYPE_CHECKING:
     from labsupport.runtime.lab import Lab
+
+T = TypeVar("T")
 
 #: What each change command does to an order: the event type and the new state.
 ACTIONS = {"pay": ("OrderPaid", "PAID"), "ship": ("OrderShipped", "SHIPPED"),
@@ -86,6 +88,17 @@ MIN_SCALE = 0.5
 """The smallest time scale of this module's loaded runs (reads and writes together, caches,
 the stampede). At 0.2 their 300 to 600 requests per wall second, with the cache server's round
 trips, filled a core that a second program shared, and the readers measured the machine."""
+
+
+def submit_loaded(lab: Lab, run: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``run`` (a loaded run) on the lab's loop at a time scale of at least
+    :data:`MIN_SCALE`, held until it ends (the model clock stays continuous)."""
+    floor = scale_at_least(MIN_SCALE)
+    try:
+        return floor.until_done(lab.submit(run))
+    except BaseException:
+        floor.release()
+        raise
 
 
 def model_now() -> float:
@@ -327,7 +340,6 @@ class OrderShop(Experiment):
         require_positive(write_rate=write_rate, read_rate=read_rate, duration=duration)
         require(isinstance(payment_ms, (int, float)) and payment_ms >= 0,
                 f"payment_ms must be a number of ms of 0 or more, got {payment_ms!r}.")
-        floor = scale_at_least(MIN_SCALE)   # released when the run ends
         self.commands.set(latency=_payment(payment_ms))
         run = MixedRun(payment_ms, Recorder(f"writes (payment {payment_ms:g} ms)"),
                        Recorder("reads (query side)"), Recorder("reads (command side)"),
@@ -342,7 +354,7 @@ class OrderShop(Experiment):
                            on_shot=lambda side, s: live[side].record(s.t, s.ms, s.status)))
             run.pairs = list(zip(command, query, strict=True))
 
-        run.future = floor.until_done(self.lab.submit(both()))
+        run.future = submit_loaded(self.lab, both())
         self.last_mixed = run
         return run
 

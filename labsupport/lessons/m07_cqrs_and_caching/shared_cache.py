@@ -38,12 +38,16 @@ from labsupport.kit.dashboard import PALETTE, LiveView
 from labsupport.kit.evidence import Estimate, quantile, share
 from labsupport.kit.experiment import Experiment
 from labsupport.lessons.m07_cqrs_and_caching.caching import CacheBench, Entry, catch_up
-from labsupport.lessons.m07_cqrs_and_caching.cqrs import MIN_SCALE, model_now, require_positive
+from labsupport.lessons.m07_cqrs_and_caching.cqrs import (
+    model_now,
+    require_positive,
+    submit_loaded,
+)
 from labsupport.runtime import cache_server
 from labsupport.runtime.errors import require
 from labsupport.runtime.load import Shot, arrival_times, fire
 from labsupport.runtime.metrics import percentile
-from labsupport.runtime.settings import scale_at_least, to_wall
+from labsupport.runtime.settings import to_wall
 
 if TYPE_CHECKING:
     from labsupport.lessons.m07_cqrs_and_caching.cqrs import OrderShop
@@ -482,9 +486,8 @@ class Stampede(_OnServer, Experiment):
         self.rate, self.duration = rate, duration
         self.delete_keys()
         self.backend = {arm: [] for arm in self.ARMS}
-        floor = scale_at_least(MIN_SCALE)   # released when the run ends
         self._started = model_now()
-        self.run_future = floor.until_done(self.lab.submit(self._traffic(rate, duration)))
+        self.run_future = submit_loaded(self.lab, self._traffic(rate, duration))
         return self.run_future
 
     async def _traffic(self, rate: float, duration: float) -> StampedeRun:
