@@ -1,22 +1,32 @@
-"""How one pytest run spreads the course's tests over pytest-xdist workers (`make test`).
+"""How one pytest run spreads the course's tests over pytest-xdist workers, and how it runs
+the notebooks (`make test`).
 
-- nbval's cells of one notebook share one kernel: they go to one worker, in order, as one
-  unit (so do the site-page tests, which build the site once); every other test is a unit of
-  its own, so the slow ones spread out. The browser stage uses the same scheduler.
-- The longest work goes first (each notebook with every cell run twice, then nbval's
-  notebooks, then the tests that start services), so no worker is left with a long test at
-  the end while the others idle.
-- nbval's kernels only print an inconclusive claim: the verdicts are decided, and re-run when
-  inconclusive, by tests/test_notebooks.py.
+- Every notebook and solution runs once, under nbval (``--nbval-lax``): each code cell is a
+  test item, the cells of one notebook share one kernel. Each cell runs twice in a row (the
+  learner's re-run), and both runs must pass nbval's check of the stored output
+  (``# NBVAL_CHECK_OUTPUT`` cells), raise nothing and print the same verdicts; after the last
+  cell no lab thread, child process or listening port may be left (see ``NotebookPass``).
+  A claim that stays inconclusive makes that cell run again (three runs at most), never pass
+  or fail on noise; a FAIL is never retried. Dashboards run in static mode (``LAB_STATIC=1``),
+  and each executed notebook is kept in ``tests/artifacts/executed`` for the site test.
+- nbval's cells of one notebook go to one worker, in order, as one unit (so do the site-page
+  tests, which build the site once); every other test is a unit of its own, so the slow ones
+  spread out. The browser stage uses the same scheduler.
+- The longest work goes first (the notebooks, then the tests that start services), so no
+  worker is left with a long test at the end while the others idle.
 - The test kernels' clients start without the heartbeat channel (see ``no_heartbeat``).
 
-(pytest-xdist's own ``--dist loadgroup`` cannot do the first point on pytest 9: it renames
+(pytest-xdist's own ``--dist loadgroup`` cannot do the scheduling on pytest 9: it renames
 node ids through an attribute pytest 9 no longer reads.)
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
+from pathlib import Path
 
+import nbformat
 import pytest
 
 try:
@@ -56,12 +66,12 @@ if LoadScopeScheduling is not None:
 
 
 def _weight(item: pytest.Item) -> int:
-    """0 runs first: notebooks run twice, then nbval's notebooks, then services, then the rest."""
-    if item.get_closest_marker("notebooks"):
-        return 0
+    """0 runs first: the notebooks under nbval, then the tests that start services or kernels,
+    then the rest."""
     if notebook_of(item.nodeid):
-        return 1
-    return 2 if item.get_closest_marker("services") else 3
+        return 0
+    quick = not (item.get_closest_marker("services") or item.get_closest_marker("notebooks"))
+    return 2 if quick else 1
 
 
 def no_heartbeat() -> None:
@@ -94,18 +104,139 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_weight)  # stable: each notebook's cells keep their order
+    for item in items:
+        if notebook_of(item.nodeid):
+            NotebookPass.take(item)
+
+
+KERNEL_ENV = {"LAB_STATIC": "1"}
+"""Set while nbval starts a notebook's kernel: dashboards leave images (the site test builds
+the course site from the executed notebooks)."""
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item):
     if not notebook_of(item.nodeid):
         return (yield)
-    saved = os.environ.get("LAB_INCONCLUSIVE")
-    os.environ["LAB_INCONCLUSIVE"] = "warn"  # nbval starts the notebook's kernel in this setup
+    saved = {name: os.environ.get(name) for name in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)  # nbval starts the notebook's kernel in this setup
     try:
         return (yield)
     finally:
-        if saved is None:
-            os.environ.pop("LAB_INCONCLUSIVE", None)
-        else:
-            os.environ["LAB_INCONCLUSIVE"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+ROOT = Path(__file__).resolve().parent
+EXECUTED = ROOT / "tests" / "artifacts" / "executed"
+"""Each notebook as the nbval pass ran it (dashboards as images); the site tests build the
+course site from these instead of running every notebook again."""
+VERDICTS = ("PASS ", "FAIL ", "INCONCLUSIVE")
+CELL_RUNS = 3
+"""A cell whose claim stays inconclusive runs again, this many runs in all (cells re-run safely)."""
+LEAK_PROBE = """
+import json, threading
+import psutil
+me = psutil.Process()
+print(json.dumps({
+    "threads": sorted(t.name for t in threading.enumerate() if t.name.startswith("labsupport")),
+    "processes": sorted(f"{c.pid} {c.name()}" for c in me.children(recursive=True)
+                        if c.is_running() and c.status() != psutil.STATUS_ZOMBIE),
+    "ports": sorted(c.laddr.port for c in me.net_connections("inet")
+                    if c.status == psutil.CONN_LISTEN),
+}))
+"""
+
+
+def verdicts(outputs) -> list[str]:
+    """The claims a cell printed, as "PASS name" / "FAIL name" (the measured numbers vary)."""
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    return [line.split(": measured")[0] for line in text.splitlines() if line.startswith(VERDICTS)]
+
+
+class NotebookPass:
+    """One nbval cell item, run the way a learner re-runs cells: twice in a row.
+
+    nbval's own run (output check included) happens twice; a run that raised
+    ``ClaimInconclusive`` is repeated (``CELL_RUNS`` in all). The two runs must print the same
+    verdicts. Before the first cell and after the last, a probe lists the kernel's lab
+    threads, child processes and listening ports: the last cell fails if the notebook left
+    any behind. The executed notebook is written to ``EXECUTED``."""
+
+    def __init__(self, item: pytest.Item):
+        self.item, self.file, self.run_once = item, item.parent, item.runtest
+
+    @classmethod
+    def take(cls, item: pytest.Item) -> None:
+        """Make ``item`` (an nbval cell) run through a NotebookPass."""
+        item.runtest = cls(item).run
+
+    def run(self) -> None:
+        if self.item.cell_num == 0:
+            self.file.lab_before = self.probe()
+        try:
+            first = self.run_decided()
+            second = self.run_decided()
+            assert first == second, (
+                f"Cell {self.item.cell_num} printed other verdicts when run again: "
+                f"{first} then {second}")
+        finally:
+            self.keep_outputs()
+            if self.item.cell_num == self.last_cell():
+                self.finish()
+
+    def run_decided(self) -> list[str]:
+        """nbval's run of the cell, repeated while a claim is inconclusive; its verdicts."""
+        from nbval.plugin import NbCellError
+
+        for attempt in range(1, CELL_RUNS + 1):
+            try:
+                self.run_once()
+                return verdicts(self.item.test_outputs or [])
+            except NbCellError as err:
+                if "ClaimInconclusive" not in (err.inner_traceback or "") or attempt == CELL_RUNS:
+                    raise
+                print(f"Cell {self.item.cell_num}: a claim was inconclusive on run {attempt}; "
+                      "running the cell again")
+        raise AssertionError("unreachable")
+
+    def last_cell(self) -> int:
+        return sum(cell.cell_type == "code" for cell in self.file.nb.cells) - 1
+
+    def probe(self) -> dict[str, list]:
+        """Lab threads, live child processes and listening ports of the kernel, right now."""
+        texts: list[str] = []
+
+        def keep(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                texts.append(msg["content"]["text"])
+
+        self.file.kernel.kc.execute_interactive(LEAK_PROBE, timeout=60, output_hook=keep,
+                                                allow_stdin=False)
+        return json.loads("".join(texts))
+
+    def keep_outputs(self) -> None:
+        """Store this cell's last outputs in the notebook's executed copy."""
+        if not hasattr(self.file, "lab_executed"):
+            self.file.lab_executed = copy.deepcopy(self.file.nb)
+        index = next(i for i, cell in enumerate(self.file.nb.cells) if cell is self.item.cell)
+        self.file.lab_executed.cells[index].outputs = list(self.item.test_outputs or [])
+
+    def finish(self) -> None:
+        """Write the executed copy; fail when the notebook left threads, processes or ports."""
+        path = Path(str(self.file.fspath))
+        EXECUTED.mkdir(parents=True, exist_ok=True)
+        target = EXECUTED / f"{path.parent.name}__{path.name}"
+        partial = target.with_suffix(".partial")
+        nbformat.write(self.file.lab_executed, partial)
+        partial.replace(target)  # the site test may read it from another worker meanwhile
+        before, after = getattr(self.file, "lab_before", None), self.probe()
+        if before is None:
+            return
+        leaks = {key: sorted(set(after[key]) - set(before[key])) for key in after}
+        assert leaks == {"threads": [], "processes": [], "ports": []}, (
+            f"{path.name} leaves lab threads, processes or ports behind after its last cell: "
+            f"{leaks}")

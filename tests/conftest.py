@@ -101,7 +101,7 @@ never retried (a test that opens no lab never sees one)."""
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     if item.get_closest_marker("notebooks"):
-        return None   # the notebook tests decide in their kernels (inconclusive: run again)
+        return None   # notebook 00 with no broker: a kernel, no lab
     from _pytest.runner import runtestprotocol
 
     from labsupport.runtime.watchdog import PAUSE_MS, forget_pauses, worst_pause

@@ -62,12 +62,12 @@ stage() {
 stage "lint (ruff)" 30 $BIN/ruff check labsupport tests conftest.py
 start_hog
 
-# One pytest run: unit tests, doctests, the exercise checkers, every notebook and solution
-# with each cell run twice (verdicts, leaks), and nbval's stored-output check of every notebook
-# and solution (one kernel per notebook, its cells in order on one worker).
+# One pytest run: unit tests, doctests, the exercise checkers, and every notebook and solution
+# under nbval (stored outputs), one kernel per notebook, its cells in order on one worker, each
+# cell run twice in a row with the same verdicts and nothing left behind (root conftest.py).
 shopt -s nullglob
 notebooks=(notebooks/*.ipynb solutions/*.ipynb)
-stage "pytest: unit, checkers, notebooks twice, nbval" 900 \
+stage "pytest: unit, checkers, notebooks (nbval, each cell twice)" 900 \
   $BIN/python -m pytest -p no:cacheprovider -q -n "$WORKERS" \
     --doctest-modules labsupport tests --ignore=tests/browser --ignore=tests/artifacts \
     --nbval-lax --nbval-cell-timeout=300 --nbval-sanitize-with tests/nbval_sanitize.cfg \
@@ -76,7 +76,7 @@ stage "pytest: unit, checkers, notebooks twice, nbval" 900 \
 # Separate run: Playwright's sync API keeps an event loop running in the main thread.
 # Two notebooks at once, each worker with its own JupyterLab and Chromium. This stage checks
 # that every cell runs without error and the widgets render; the verdicts were decided (and
-# re-run when inconclusive) by the notebook test above, so here a claim only prints its verdict
+# re-run when inconclusive) by the nbval pass above, so here a claim only prints its verdict
 # (LAB_STRICT=0): two kernels sharing the cores must not stop Run All on a timing claim.
 stage "browser (Playwright + Chromium + JupyterLab)" 600 \
   env LAB_STRICT=0 LAB_INCONCLUSIVE=warn \

@@ -15,8 +15,8 @@ mermaid is copied from its npm package (fetched once with ``npm pack`` into
 ``.lab/site-cache/``) to ``site/assets/mermaid/``. Without npm the diagrams are shown as
 their source with a note, and the build log says so.
 
-``--from DIR`` builds from notebooks executed elsewhere (the notebook test leaves them in
-``tests/artifacts/executed/``) instead of running them again. A lesson with no executed copy
+``--from DIR`` builds from notebooks executed elsewhere (the nbval pass of `make test` leaves
+them in ``tests/artifacts/executed/``) instead of running them again. A lesson with no executed copy
 there is shown unexecuted, with a note on its page and a line in the build log.
 """
 from __future__ import annotations
@@ -170,7 +170,7 @@ def _first_line(exc: BaseException) -> str:
 
 def executed_copy(lesson: Path, folder: Path) -> Path | None:
     """The executed copy of ``lesson`` in ``folder``: ``NAME.ipynb`` (``make site``) or
-    ``notebooks__NAME.ipynb`` (the notebook test's ``tests/artifacts/executed/``)."""
+    ``notebooks__NAME.ipynb`` (the nbval pass's ``tests/artifacts/executed/``)."""
     for name in (lesson.name, f"{lesson.parent.name}__{lesson.name}"):
         if (folder / name).is_file():
             return folder / name
@@ -419,7 +419,7 @@ def main(source: str | None = None, out: str | None = None) -> int:
     executed = Path(source).resolve() if source else None
     if executed is not None and not executed.is_dir():
         raise LabError(f"--from {source}: no such folder of executed notebooks.",
-                       "run the notebook test first (it writes tests/artifacts/executed/), "
+                       "run make test first (its nbval pass writes tests/artifacts/executed/), "
                        "or leave --from out to execute the notebooks")
     report = build(executed, Path(out).resolve() if out else SITE)
     print(report)

@@ -4,8 +4,8 @@ off-site request (every request to another host is blocked and reported), every 
 image of the page answers, each dashboard run's plot decodes as an image next to its summary
 line, and the mermaid diagrams are drawn as SVG from the site's own copy of mermaid.
 
-The site is built from tests/artifacts/executed/ (left by the notebook test); lessons with
-no executed copy there are built unexecuted and only their structure is checked.
+The site is built from tests/artifacts/executed/ (left by the nbval pass of `make test`);
+lessons with no executed copy there are built unexecuted and only their structure is checked.
 Run:  .venv/bin/python -m pytest tests/browser/test_site_pages.py -q
 Env:  SITE_TEST_EXECUTED  folder of executed lessons to build from (default
                           tests/artifacts/executed; e.g. .lab/site/executed after make site)

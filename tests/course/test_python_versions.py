@@ -1,5 +1,7 @@
 """The course needs Python 3.11+: make picks a suitable interpreter or stops with one message,
-and the pinned requirements resolve for 3.11, 3.12 and 3.13 (and not for 3.10)."""
+and the pinned requirements resolve for 3.11 and 3.13, the oldest and newest supported (and
+not for 3.10). (Each resolution asks PyPI for ~150 wheels: ~20 s; 3.12, between the two, is
+left to the hosted CI's set-up job.)"""
 from __future__ import annotations
 
 import os
@@ -88,7 +90,7 @@ def resolve(version: str) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=240)
 
 
-@pytest.mark.parametrize("version", ["3.11", "3.12", "3.13"])
+@pytest.mark.parametrize("version", ["3.11", "3.13"])
 def test_the_pinned_requirements_install_on(version):
     done = resolve(version)
     assert done.returncode == 0, done.stderr[-2000:]

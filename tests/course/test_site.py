@@ -2,7 +2,7 @@
 only to pages that exist, shows each dashboard run's plot and summary, draws its diagrams
 from the site's own copy of mermaid, and never shows a solution on an exercise page.
 
-The site is built from the executed notebooks the notebook test leaves in
+The site is built from the executed notebooks the nbval pass leaves in
 tests/artifacts/executed/ (it runs before this file in `make test`), so no lesson runs twice.
 Lessons without an executed copy are built unexecuted (their page says so); when no lesson
 with a dashboard has one (this file run alone), the test runs 08_sagas, the quickest
