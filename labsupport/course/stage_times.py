@@ -5,12 +5,26 @@
 and exits with status 1 when a stage took longer than its budget, so a suite that slowly
 grows fails loudly instead of quietly costing everyone minutes. ``make bench`` puts the same
 figures in BENCHMARKS.md.
+
+Budgets are set for one machine (2 cores; :data:`REFERENCE_S`). A slower machine gets
+proportionally more: ``--speed`` times a fixed pure-Python loop and prints the factor, in
+percent, that ``tests/run_all.sh`` applies to every budget, so a slow CPU does not fail the
+run while a suite that grows still does.
 """
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+REFERENCE_S = 0.40
+"""Seconds :func:`loop_s` took on the machine the budgets in tests/run_all.sh were set on
+(2 cores, 2026-12-02; on it the pytest stage took about 860 s and the browser stage 490 s)."""
+SPEED_RANGE = (1.0, 3.0)
+"""The factor stays within these. A faster machine keeps the budgets as they are (much of the
+suite waits on model time, which a faster CPU does not shorten), and a budget never grows
+without bound (a machine three times slower than the reference is not timed fairly)."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +70,40 @@ def table(stages: list[StageTime]) -> str:
     return "\n".join(rows)
 
 
+def loop_s(n: int = 3_000_000) -> float:
+    """Best of three runs of a fixed pure-Python loop, in seconds: how fast one core runs
+    Python here (most of the suite's work is Python in kernels, services and pytest)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        sum(i * i for i in range(n))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def speed_factor(seconds: float) -> float:
+    """How much longer than on the reference machine the suite may take, given :func:`loop_s`.
+
+    >>> speed_factor(0.40), speed_factor(0.60), speed_factor(0.10), speed_factor(9.0)
+    (1.0, 1.5, 1.0, 3.0)
+    """
+    low, high = SPEED_RANGE
+    return round(min(max(seconds / REFERENCE_S, low), high), 2)
+
+
 def main(argv: list[str]) -> int:
-    """Print the table of ``argv[0]``; 1 when a stage went over its budget."""
+    """Print the table of ``argv[0]``; 1 when a stage went over its budget. ``--speed``
+    prints this machine's budget factor in percent (and what it measured, on stderr)."""
+    if argv == ["--speed"]:
+        seconds = loop_s()
+        factor = speed_factor(seconds)
+        print(f"this machine ran the calibration loop in {seconds:.2f} s (the budgets' machine: "
+              f"{REFERENCE_S:.2f} s): budgets x {factor:.2f}", file=sys.stderr)
+        print(round(factor * 100))
+        return 0
     if len(argv) != 1 or not Path(argv[0]).is_file():
-        print("usage: python -m labsupport.course.stage_times tests/artifacts/stage_times.tsv")
+        print("usage: python -m labsupport.course.stage_times tests/artifacts/stage_times.tsv"
+              "\n       python -m labsupport.course.stage_times --speed")
         return 2
     stages = read(Path(argv[0]))
     print("== stage times\n" + table(stages))

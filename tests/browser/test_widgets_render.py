@@ -103,6 +103,17 @@ COLLECT_CELLS_JS = """
 }
 """
 
+# While the notebook runs, only the prompts are read (collecting every output's text twice a
+# second took CPU from the kernel under test).
+PROMPTS_JS = """
+() => {
+  const panel = window.jupyterapp?.shell.currentWidget;
+  if (!panel?.content?.widgets) return null;
+  return panel.content.widgets.filter((cell) => cell.model.type === 'code')
+    .map((cell) => (cell.node.querySelector('.jp-InputArea-prompt')?.innerText ?? '').trim());
+}
+"""
+
 
 # -- which notebooks ----------------------------------------------------------
 DEFAULT_NOTEBOOKS = "notebooks/*.ipynb solutions/*.ipynb"
@@ -278,14 +289,19 @@ def _collect(page) -> list[dict]:
     return cells
 
 
+def _prompts(page) -> list[str]:
+    prompts = page.evaluate(PROMPTS_JS)
+    assert prompts is not None, "window.jupyterapp has no notebook panel (expose_app_in_browser?)"
+    return prompts
+
+
 def _wait_for_execution(page, server: JupyterServer, rel: str, timeout: float) -> float:
     """Poll until no code cell shows [*] and the kernel is idle (twice in a row)."""
     start = time.monotonic()
     stable = 0
     while time.monotonic() - start < timeout:
         _accept_kernel_dialog(page)
-        cells = _collect(page)
-        running = any("*" in c["prompt"] for c in cells if c["code"])
+        running = any("*" in prompt for prompt in _prompts(page))
         status = page.locator(
             ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator"
         ).first.get_attribute("data-status")
@@ -296,8 +312,8 @@ def _wait_for_execution(page, server: JupyterServer, rel: str, timeout: float) -
         else:
             stable = 0
         time.sleep(0.5)
-    prompts = [c["prompt"] for c in _collect(page) if c["code"]]
-    raise AssertionError(f"{rel}: execution not finished after {timeout:.0f} s; prompts: {prompts}")
+    raise AssertionError(f"{rel}: execution not finished after {timeout:.0f} s; "
+                         f"prompts: {_prompts(page)}")
 
 
 # JupyterLab's page never scrolls, the notebook does: the height the notebook

@@ -30,3 +30,16 @@ def test_a_stage_over_its_budget_fails_and_is_named(tmp_path, capsys):
 def test_a_missing_file_is_a_usage_message_not_a_traceback(tmp_path, capsys):
     assert stage_times.main([str(tmp_path / "nope.tsv")]) == 2
     assert "usage" in capsys.readouterr().out
+
+
+def test_speed_prints_a_factor_in_percent_and_what_it_measured(capsys, monkeypatch):
+    monkeypatch.setattr(stage_times, "loop_s", lambda: 0.6)
+    assert stage_times.main(["--speed"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "150"
+    assert "0.60 s" in captured.err and "x 1.50" in captured.err
+
+
+def test_the_calibration_loop_takes_time_in_proportion_to_its_work():
+    short, long = stage_times.loop_s(200_000), stage_times.loop_s(800_000)
+    assert 0 < short < long
