@@ -29,10 +29,11 @@ test-hog: setup
 	@LAB_CPU_HOG=1 bash tests/run_all.sh
 
 # The inner loop while you change labsupport (about a minute): lint, unit tests, doctests and
-# the checks that start no services, broker or kernel. `make test` runs everything.
+# the checks that start no services, broker or kernel and ask no package index. `make test`
+# runs everything.
 check: setup
 	$(BIN)/ruff check labsupport tests conftest.py
-	$(BIN)/python -m pytest -p no:cacheprovider -q -n 4 -m "not services and not notebooks" \
+	$(BIN)/python -m pytest -p no:cacheprovider -q -n 4 -m "not services and not notebooks and not network" \
 	  --doctest-modules labsupport tests --ignore=tests/browser --ignore=tests/artifacts
 
 # Measures the harness, the broker, the test suite, every notebook at real time and a cold

@@ -9,9 +9,9 @@ the notebooks (`make test`).
   A claim that stays inconclusive makes that cell run again (three runs at most), never pass
   or fail on noise; a FAIL is never retried. Dashboards run in static mode (``LAB_STATIC=1``),
   and each executed notebook is kept in ``tests/artifacts/executed`` for the site test.
-- nbval's cells of one notebook go to one worker, in order, as one unit (so do the site-page
-  tests, which build the site once); every other test is a unit of its own, so the slow ones
-  spread out. The browser stage uses the same scheduler.
+- nbval's cells of one notebook go to one worker, in order, as one unit (so do the tests of
+  each site-test file, which builds the site once); every other test is a unit of its own, so
+  the slow ones spread out. The browser stage uses the same scheduler.
 - The longest work goes first (the notebooks, then the tests that start services), so no
   worker is left with a long test at the end while the others idle.
 - The test kernels' clients start without the heartbeat channel (see ``no_heartbeat``).
@@ -41,7 +41,7 @@ def notebook_of(nodeid: str) -> str:
     return path if path.endswith(".ipynb") and rest.startswith("Cell ") else ""
 
 
-ONE_UNIT_FILES = ("tests/browser/test_site_pages.py",)
+ONE_UNIT_FILES = ("tests/browser/test_site_pages.py", "tests/course/test_site.py")
 """Test files whose tests share a costly module fixture (the site, built once): one unit each."""
 
 

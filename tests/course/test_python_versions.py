@@ -90,12 +90,14 @@ def resolve(version: str) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.network
 @pytest.mark.parametrize("version", ["3.11", "3.13"])
 def test_the_pinned_requirements_install_on(version):
     done = resolve(version)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.network
 def test_the_pinned_requirements_do_not_install_on_3_10():
     done = resolve("3.10")
     assert done.returncode != 0 and "No matching distribution" in done.stderr
