@@ -6,8 +6,8 @@ the notebooks (`make test`).
   learner's re-run), and both runs must pass nbval's check of the stored output
   (``# NBVAL_CHECK_OUTPUT`` cells), raise nothing and print the same verdicts; after the last
   cell no lab thread, child process or listening port may be left (see ``NotebookPass``).
-  A claim that stays inconclusive makes that cell run again (three runs at most), never pass
-  or fail on noise; a FAIL is never retried. Dashboards run in static mode (``LAB_STATIC=1``),
+  A claim that stays inconclusive makes the cells above it and that cell run again (three
+  runs at most), never pass or fail on noise; a FAIL is never retried. Dashboards run in static mode (``LAB_STATIC=1``),
   and each executed notebook is kept in ``tests/artifacts/executed`` for the site test.
 - nbval's cells of one notebook go to one worker, in order, as one unit (so do the tests of
   each site-test file, which builds the site once); every other test is a unit of its own, so
@@ -151,6 +151,15 @@ print(json.dumps({
 """
 
 
+REPLAY_TIMEOUT_S = 1200
+"""pytest-timeout for one cell item: two runs, and up to two replays of the cells above it."""
+
+
+def inconclusive(error: Exception) -> bool:
+    """True when nbval's cell error is a claim that stayed inconclusive (strict mode)."""
+    return "ClaimInconclusive" in (getattr(error, "inner_traceback", None) or "")
+
+
 def verdicts(outputs) -> list[str]:
     """The claims a cell printed, as "PASS name" / "FAIL name" (the measured numbers vary)."""
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
@@ -160,9 +169,11 @@ def verdicts(outputs) -> list[str]:
 class NotebookPass:
     """One nbval cell item, run the way a learner re-runs cells: twice in a row.
 
-    nbval's own run (output check included) happens twice; a run that raised
-    ``ClaimInconclusive`` is repeated (``CELL_RUNS`` in all). The two runs must print the same
-    verdicts. Before the first cell and after the last, a probe lists the kernel's lab
+    nbval's own run (output check included) happens twice. A run that raised
+    ``ClaimInconclusive`` is repeated after the cells above it ran again, in order, in the same
+    kernel (a claim cell often judges what an earlier cell measured, so the experiment must
+    run again, as after Run All Above): ``CELL_RUNS`` runs in all. The two runs must print the
+    same verdicts. Before the first cell and after the last, a probe lists the kernel's lab
     threads, child processes and listening ports: the last cell fails if the notebook left
     any behind. The executed notebook is written to ``EXECUTED``."""
 
@@ -172,7 +183,11 @@ class NotebookPass:
     @classmethod
     def take(cls, item: pytest.Item) -> None:
         """Make ``item`` (an nbval cell) run through a NotebookPass."""
-        item.runtest = cls(item).run
+        cell = cls(item)
+        item.runtest = cell.run
+        item.add_marker(pytest.mark.timeout(REPLAY_TIMEOUT_S))
+        passes = item.parent.__dict__.setdefault("lab_passes", [])
+        passes.append(cell)
 
     def run(self) -> None:
         if self.item.cell_num == 0:
@@ -197,11 +212,25 @@ class NotebookPass:
                 self.run_once()
                 return verdicts(self.item.test_outputs or [])
             except NbCellError as err:
-                if "ClaimInconclusive" not in (err.inner_traceback or "") or attempt == CELL_RUNS:
+                if not inconclusive(err) or attempt == CELL_RUNS:
                     raise
                 print(f"Cell {self.item.cell_num}: a claim was inconclusive on run {attempt}; "
-                      "running the cell again")
+                      "running the cells above it and the cell again")
+                self.replay_above()
         raise AssertionError("unreachable")
+
+    def replay_above(self) -> None:
+        """Run every cell above this one again, in order (their verdicts were decided)."""
+        from nbval.plugin import NbCellError
+
+        for cell in self.file.lab_passes:
+            if cell.item.cell_num >= self.item.cell_num:
+                break
+            try:
+                cell.run_once()
+            except NbCellError as err:
+                if not inconclusive(err):
+                    raise
 
     def last_cell(self) -> int:
         return sum(cell.cell_type == "code" for cell in self.file.nb.cells) - 1

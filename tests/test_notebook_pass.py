@@ -4,7 +4,8 @@ Small notebooks, each with one mistake a lesson's cell could make, run through t
 options as `make test`; each must fail, the good ones must pass: a cell that raises when run
 a second time, a cell whose verdict changes on the second run, a thread left behind, a
 stored output that differs, a claim that stays inconclusive, a FAIL (never run again). A claim
-inconclusive once runs again and passes."""
+inconclusive once runs again and passes, and so does one that judges an earlier cell's
+measurement (the cells above it run again first)."""
 from __future__ import annotations
 
 import os
@@ -36,6 +37,13 @@ CASES: dict[str, tuple[list[str], bool]] = {
     "inconclusive_once": ([COUNT + "from labsupport.kit.claims import ClaimInconclusive\n"
                            "if n == 1:\n    raise ClaimInconclusive('interval straddles')\n"
                            "print('PASS x: measured 1')"], True),
+    "inconclusive_until_measured_again": ([
+        "sample = globals().get('sample', 0) + 1  # the experiment",
+        "from labsupport.kit.claims import ClaimInconclusive\n"
+        "first = globals().setdefault('first', sample)\n"
+        "if sample == first:  # judging the same sample again cannot decide\n"
+        "    raise ClaimInconclusive('interval straddles')\n"
+        "print('PASS judged: measured 1')"], True),
     "inconclusive_always": (["from labsupport.kit.claims import ClaimInconclusive\n"
                              "raise ClaimInconclusive('interval straddles')"], False),
     "failed_once": ([COUNT + "from labsupport.kit.claims import ClaimFailed\n"
