@@ -19,9 +19,9 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HERE = ROOT / "tests" / "artifacts" / "notebook_pass"
+HERE = ROOT / "tests" / "artifacts" / f"notebook_pass_{os.getpid()}"
 """Under the repository, so that the root conftest.py applies (``tests/artifacts`` is not
-collected by the suite itself)."""
+collected by the suite itself); one folder per process, so that two never share one."""
 
 pytestmark = pytest.mark.notebooks
 
