@@ -59,14 +59,15 @@ from labsupport.runtime.errors import LabError
 from labsupport.runtime.latency import Normal
 from labsupport.runtime.metrics import percentile
 from labsupport.runtime.services import fetch
-from labsupport.runtime.settings import to_wall
+from labsupport.runtime.settings import to_model, to_wall
 from labsupport.runtime.waiting import wait_until
 
 MODULE = "05"
 ORDERS = 12                        # orders the checker places
 WORK_MS = 250.0                    # payment (150) + inventory (100): what a blocking answer costs
-P50_BOUND_MS = 0.3 * WORK_MS       # a 202 must come well before the work could be done
-                                   # (the median: one slow answer on a busy machine is noise)
+P50_BOUND_MS = 0.3 * WORK_MS       # place_order's own time beyond the broker's ack (median:
+                                   # one slow answer on a busy machine is noise; the ack is
+                                   # left out, since a busy broker slows it for every answer)
 WAIT_S = 12.0                      # wall seconds to wait for the consumer to catch up
 _COUNTER = itertools.count(1)
 _ORDER_IDS = itertools.count(1)    # order ids never repeat, across checks: nothing a previous
@@ -92,6 +93,12 @@ class _Request:
     answered: bool = False
     acked_late: int = 0
     worked: list[str] = field(default_factory=list)
+    publish_s: float = 0.0             # wall seconds spent awaiting the broker's ack
+    handler_s: float = 0.0             # wall seconds place_order took in all
+
+    def beyond_publish_ms(self) -> float:
+        """Model ms place_order spent on anything but awaiting the broker's acknowledgement."""
+        return to_model(max(0.0, self.handler_s - self.publish_s)) * 1000
 
 
 @dataclass
@@ -147,8 +154,10 @@ class Shop:
             raise LabError(f"there is no topic {topic!r} here.", "publish to shop.topic")
         if key is None:
             run.bad_publish.append("no key")
+        began = time.perf_counter()
         delivery = await self._publisher.publish(topic, value, key=key)
         if request is not None:
+            request.publish_s += time.perf_counter() - began
             request.acked += 1
             request.acked_late += request.answered
         return delivery
@@ -231,12 +240,14 @@ class _Harness:
         record = _Request()
         self.requests.append(record)
         _REQUEST.set(record)
+        began = time.perf_counter()
         try:
             return await self.answer.place_order(request)
         except Exception as exc:
             self.run.errors.append((exc, "await place_order(request)"))
             return web.json_response({"error": repr(exc)}, status=500)
         finally:
+            record.handler_s = time.perf_counter() - began
             record.answered = True
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
@@ -372,11 +383,12 @@ def _check_answers(h: _Harness, placed: list[dict[str, Any]]) -> list[str]:
     ids = [str(b["order_id"]) for b in bodies]
     if len(set(ids)) != len(ids):
         raise NotYet(f"two orders got the same id ({ids}); use shop.new_order_id() for each.")
-    p50 = percentile([p["ms"] for p in placed], 50)
+    p50 = percentile([r.beyond_publish_ms() for r in h.requests], 50)
     if p50 > P50_BOUND_MS:
-        raise NotYet(f"the 202 answers took {p50:.0f} ms (median); they should take a few "
-                     f"ms, well under the {WORK_MS:.0f} ms of work. Is place_order waiting "
-                     "for something besides the publish?")
+        raise NotYet(f"place_order spent {p50:.0f} ms (median) on things other than the "
+                     f"publish before it answered; that should be a few ms, well under the "
+                     f"{WORK_MS:.0f} ms of work. Is place_order waiting for something besides "
+                     "the publish?")
     return ids
 
 
