@@ -8,9 +8,11 @@ BIN=.venv/bin
 export LAB_TIME_SCALE="${LAB_TIME_SCALE:-0.2}"
 export LAB_STRICT=1
 export PYTHONDONTWRITEBYTECODE=1
-# Test processes at once, one per core: three or four made a busy CPU flip timing claims
-# (measured on two cores); claims decide from intervals and survive one busy neighbour.
-WORKERS="${LAB_TEST_WORKERS:-2}"
+# Test processes at once. The notebooks' experiments wait on timers as much as they compute,
+# so two workers left a quarter of two cores idle; three took the pytest stage from 742 s to
+# 546 s here. Claims decide from intervals, run again when inconclusive, and survive a busy
+# neighbour (`make test-hog`).
+WORKERS="${LAB_TEST_WORKERS:-3}"
 # The browser stage decides no verdict and waits on pages, kernels and widgets: three at once
 # used the two cores better (one run here: 405 s with three, 491 s with two before its lighter
 # polling; a notebook still has 240 s to run).
@@ -79,7 +81,7 @@ stage "pytest: unit, checkers, notebooks (nbval, each cell twice)" 900 \
   $BIN/python -m pytest -p no:cacheprovider -q -n "$WORKERS" \
     --doctest-modules labsupport tests --ignore=tests/browser --ignore=tests/artifacts \
     --nbval-lax --nbval-cell-timeout=300 --nbval-sanitize-with tests/nbval_sanitize.cfg \
-    "${notebooks[@]}" --junitxml=tests/artifacts/pytest.xml
+    "${notebooks[@]}" --junitxml=tests/artifacts/pytest.xml --durations=12
 
 # Separate run: Playwright's sync API keeps an event loop running in the main thread.
 # Three notebooks at once, each worker with its own JupyterLab and Chromium. This stage checks
