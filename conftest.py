@@ -7,8 +7,9 @@ the notebooks (`make test`).
   (``# NBVAL_CHECK_OUTPUT`` cells), raise nothing and print the same verdicts; after the last
   cell no lab thread, child process or listening port may be left (see ``NotebookPass``).
   A claim that stays inconclusive makes the cells above it and that cell run again (three
-  runs at most), never pass or fail on noise; a FAIL is never retried. Dashboards run in static mode (``LAB_STATIC=1``),
-  and each executed notebook is kept in ``tests/artifacts/executed`` for the site test.
+  runs at most), never pass or fail on noise; a FAIL is never retried. Dashboards run in
+  static mode (``LAB_STATIC=1``), and each executed notebook is kept in
+  ``tests/artifacts/executed`` for the site test.
 - nbval's cells of one notebook go to one worker, in order, as one unit (so do the tests of
   each site-test file, which builds the site once); every other test is a unit of its own, so
   the slow ones spread out. The browser stage uses the same scheduler.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbval.plugin import NbCellError
 
 try:
     from xdist.scheduler import LoadScopeScheduling
@@ -207,8 +209,6 @@ class NotebookPass:
 
     def run_decided(self) -> list[str]:
         """nbval's run of the cell, repeated while a claim is inconclusive; its verdicts."""
-        from nbval.plugin import NbCellError
-
         for attempt in range(1, CELL_RUNS + 1):
             try:
                 self.run_once()
@@ -223,8 +223,6 @@ class NotebookPass:
 
     def replay_above(self) -> None:
         """Run every cell above this one again, in order (their verdicts were decided)."""
-        from nbval.plugin import NbCellError
-
         for cell in self.file.lab_passes:
             if cell.item.cell_num >= self.item.cell_num:
                 break
@@ -237,7 +235,10 @@ class NotebookPass:
                     raise
 
     def last_cell(self) -> int:
-        return sum(cell.cell_type == "code" for cell in self.file.nb.cells) - 1
+        """The number of the notebook's last code cell (nbval counts code cells only)."""
+        if not hasattr(self.file, "lab_last_cell"):
+            self.file.lab_last_cell = sum(c.cell_type == "code" for c in self.file.nb.cells) - 1
+        return self.file.lab_last_cell
 
     def probe(self) -> dict[str, list]:
         """Lab threads, live child processes and listening ports of the kernel, right now."""

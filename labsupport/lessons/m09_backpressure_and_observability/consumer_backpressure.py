@@ -195,11 +195,16 @@ class BufferedConsumer:
             self.processed_ids.append(decode(value)["id"])
             self._done_offset = offset
 
-    def stop(self) -> None:
-        """Stop both threads (the last processed offset is committed first)."""
+    def halt(self) -> None:
+        """Stop both threads (the last processed offset is committed first); an error stays
+        in :attr:`error`."""
         self._stop.set()
         for thread in self._threads:
             thread.join(10)
+
+    def stop(self) -> None:
+        """Stop both threads, as :meth:`halt`; raise if the consumer failed."""
+        self.halt()
         if self.error is not None:
             raise LabError(f"{self.name} failed: {self.error!r}.", "run the cell again")
 
@@ -319,9 +324,7 @@ class ConsumerBackpressure(Experiment):
             self._error = exc
         finally:
             for kind, consumer in consumers.items():
-                consumer._stop.set()
-                for thread in consumer._threads:
-                    thread.join(10)
+                consumer.halt()
                 run = self.runs[kind]
                 run.processed_ids, run.pauses = list(consumer.processed_ids), consumer.pauses
                 self._error = self._error or consumer.error
@@ -368,9 +371,7 @@ class ConsumerBackpressure(Experiment):
     def _drain(self, consumers: dict[str, BufferedConsumer]) -> None:
         """After the drain: the broker's end offset and the group's committed lag."""
         for kind, consumer in consumers.items():
-            consumer._stop.set()
-            for thread in consumer._threads:
-                thread.join(10)
+            consumer.halt()
             run = self.runs[kind]
             run.end_offset = self.lab.bus.end_offsets(self.topics[kind])[0]
             group = self._group(kind).rsplit(".", 1)[0]
