@@ -4,7 +4,8 @@ the notebooks (`make test`).
 - Every notebook and solution runs once, under nbval (``--nbval-lax``): each code cell is a
   test item, the cells of one notebook share one kernel. Each cell runs twice in a row (the
   learner's re-run), and both runs must pass nbval's check of the stored output
-  (``# NBVAL_CHECK_OUTPUT`` cells), raise nothing and print the same verdicts; after the last
+  (``# NBVAL_CHECK_OUTPUT`` cells), raise nothing and print the same verdicts (a worked
+  solution's checks must all say Correct); after the last
   cell no lab thread, child process or listening port may be left (see ``NotebookPass``).
   A claim that stays inconclusive makes the cells above it and that cell run again (three
   runs at most), never pass or fail on noise; a FAIL is never retried. Dashboards run in
@@ -25,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -139,6 +141,9 @@ EXECUTED = ROOT / "tests" / "artifacts" / "executed"
 """Each notebook as the nbval pass ran it (dashboards as images); the site tests build the
 course site from these instead of running every notebook again."""
 VERDICTS = ("PASS ", "FAIL ", "INCONCLUSIVE")
+CHECKS = ("Correct", "Not yet", "Not attempted yet")
+"""What an exercise's ``qN.check()`` prints first (labsupport.course.checks)."""
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CELL_RUNS = 3
 """A cell whose claim stays inconclusive runs again, this many runs in all (cells re-run safely)."""
 LEAK_PROBE = """
@@ -164,10 +169,27 @@ def inconclusive(error: Exception) -> bool:
     return "ClaimInconclusive" in (getattr(error, "inner_traceback", None) or "")
 
 
-def verdicts(outputs) -> list[str]:
-    """The claims a cell printed, as "PASS name" / "FAIL name" (the measured numbers vary)."""
+def printed(outputs) -> list[str]:
+    """The lines a cell printed (colours removed)."""
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-    return [line.split(": measured")[0] for line in text.splitlines() if line.startswith(VERDICTS)]
+    return ANSI.sub("", text).splitlines()
+
+
+def verdicts(outputs) -> list[str]:
+    """The claims a cell printed, as "PASS name" / "FAIL name" (the measured numbers vary),
+    and its checks' verdicts ("Correct", "Not yet", ...; their messages name measurements)."""
+    found = []
+    for line in printed(outputs):
+        if line.startswith(VERDICTS):
+            found.append(line.split(": measured")[0])
+        found.extend(label for label in CHECKS if line.startswith(f"{label}:"))
+    return found
+
+
+def unsolved(outputs) -> list[str]:
+    """The lines where a cell's checks say anything but "Correct"."""
+    return [line for line in printed(outputs)
+            if line.startswith(tuple(f"{label}:" for label in CHECKS[1:]))]
 
 
 class NotebookPass:
@@ -177,12 +199,14 @@ class NotebookPass:
     ``ClaimInconclusive`` is repeated after the cells above it ran again, in order, in the same
     kernel (a claim cell often judges what an earlier cell measured, so the experiment must
     run again, as after Run All Above): ``CELL_RUNS`` runs in all. The two runs must print the
-    same verdicts. Before the first cell and after the last, a probe lists the kernel's lab
+    same verdicts (claims and checks); in a worked solution every check must say Correct.
+    Before the first cell and after the last, a probe lists the kernel's lab
     threads, child processes and listening ports: the last cell fails if the notebook left
     any behind. The executed notebook is written to ``EXECUTED``."""
 
     def __init__(self, item: pytest.Item):
         self.item, self.file, self.run_once = item, item.parent, item.runtest
+        self.solution = Path(str(self.file.fspath)).parent.name == "solutions"
 
     @classmethod
     def take(cls, item: pytest.Item) -> None:
@@ -198,7 +222,9 @@ class NotebookPass:
             self.file.lab_before = self.probe()
         try:
             first = self.run_decided()
+            self.solved()
             second = self.run_decided()
+            self.solved()
             assert first == second, (
                 f"Cell {self.item.cell_num} printed other verdicts when run again: "
                 f"{first} then {second}")
@@ -206,6 +232,12 @@ class NotebookPass:
             self.keep_outputs()
             if self.item.cell_num == self.last_cell():
                 self.finish()
+
+    def solved(self) -> None:
+        """In a worked solution (``solutions/``), every check the cell ran must say Correct."""
+        wrong = unsolved(self.item.test_outputs or []) if self.solution else []
+        assert not wrong, (f"Cell {self.item.cell_num} of a worked solution: its check does "
+                           f"not pass: {wrong[0]}")
 
     def run_decided(self) -> list[str]:
         """nbval's run of the cell, repeated while a claim is inconclusive; its verdicts."""

@@ -3,9 +3,9 @@
 Small notebooks, each with one mistake a lesson's cell could make, run through the same pytest
 options as `make test`; each must fail, the good ones must pass: a cell that raises when run
 a second time, a cell whose verdict changes on the second run, a thread left behind, a
-stored output that differs, a claim that stays inconclusive, a FAIL (never run again). A claim
-inconclusive once runs again and passes, and so does one that judges an earlier cell's
-measurement (the cells above it run again first)."""
+stored output that differs, a claim that stays inconclusive, a FAIL (never run again), a worked
+solution whose check says "Not yet". A claim inconclusive once runs again and passes, and so
+does one that judges an earlier cell's measurement (the cells above it run again first)."""
 from __future__ import annotations
 
 import os
@@ -49,12 +49,22 @@ CASES: dict[str, tuple[list[str], bool]] = {
     "failed_once": ([COUNT + "from labsupport.kit.claims import ClaimFailed\n"
                      "if n == 1:\n    raise ClaimFailed('measured 2, theory 1')"], False),
 }
+PREDICT = ("from labsupport.exercises.m10 import OUTAGE, q2\n"
+           "backlog = OUTAGE.rate_per_s * (OUTAGE.down_s + OUTAGE.join_s)\n")
+SOLUTIONS: dict[str, tuple[list[str], bool]] = {
+    "solution_checks_correct": ([PREDICT + "caught_up_s = OUTAGE.join_s + backlog / "
+                                 "(OUTAGE.drain_per_s - OUTAGE.rate_per_s)", "q2.check()"], True),
+    "solution_checks_not_yet": ([PREDICT + "caught_up_s = OUTAGE.join_s", "q2.check()"], False),
+}
+"""Notebooks in a ``solutions`` folder: each check a worked solution runs must say Correct
+(the real checker, whose verdict is coloured in a kernel)."""
 
 
-def write(name: str, sources: list[str]) -> Path:
+def write(name: str, sources: list[str], folder: Path = HERE) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
-    path = HERE / f"{name}.ipynb"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.ipynb"
     nbformat.write(nb, path)
     return path
 
@@ -86,6 +96,7 @@ def results() -> dict[str, str]:
     HERE.mkdir(parents=True)
     paths = [write(name, sources) for name, (sources, _) in CASES.items()]
     paths.append(checked_output_differs())
+    paths += [write(name, sources, HERE / "solutions") for name, (sources, _) in SOLUTIONS.items()]
     report = HERE / "report.xml"
     env = {**os.environ, "LAB_STRICT": "1"}
     env.pop("PYTEST_XDIST_WORKER", None)
@@ -96,11 +107,12 @@ def results() -> dict[str, str]:
     yield outcomes(report)
     shutil.rmtree(HERE, ignore_errors=True)
     for path in paths:
-        (ROOT / "tests" / "artifacts" / "executed" / f"{HERE.name}__{path.name}").unlink(
+        (ROOT / "tests" / "artifacts" / "executed" / f"{path.parent.name}__{path.name}").unlink(
             missing_ok=True)
 
 
-@pytest.mark.parametrize("name", [*CASES, "stored_output_differs"])
+@pytest.mark.parametrize("name", [*CASES, *SOLUTIONS, "stored_output_differs"])
 def test_each_mistake_fails_and_the_good_cells_pass(results, name):
-    passes = CASES[name][1] if name in CASES else False
+    cases = {**CASES, **SOLUTIONS}
+    passes = cases[name][1] if name in cases else False
     assert results.get(name) == ("passed" if passes else "failed"), results
