@@ -14,6 +14,7 @@ from labsupport.runtime.faults import Faults
 from labsupport.runtime.lab import THREAD_NAME, Lab, LoadRun, Response
 from labsupport.runtime.metrics import Recorder
 from labsupport.runtime.services import fetch
+from labsupport.runtime.waiting import wait_until
 
 SCALE = 0.1
 
@@ -252,7 +253,10 @@ def test_live_latency_change_during_open_loop(lab):
 def test_live_fault_change_during_open_loop(lab):
     svc = lab.service("live")
     run = lab.start_open_loop(svc, rate=20, duration=3)
-    time.sleep(settings.to_wall(1.0))
+    # the outage starts once the schedule's first second is answered (the run's own clock: a
+    # busy machine may start the schedule late, so a fixed sleep could cut into second 0)
+    wait_until(lambda: sum(s.t < 1.0 for s in run.recorder.samples) == 20, 10,
+               what="the first second's 20 answers")
     svc.set(outage=True)
     rows = run.wait(progress=False).series(1.0)
     assert rows[0]["errors"] == 0
