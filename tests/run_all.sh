@@ -8,10 +8,10 @@ BIN=.venv/bin
 export LAB_TIME_SCALE="${LAB_TIME_SCALE:-0.2}"
 export LAB_STRICT=1
 export PYTHONDONTWRITEBYTECODE=1
-# Test processes at once. The notebooks' experiments wait on timers as much as they compute,
-# so two workers left a quarter of two cores idle; three took the pytest stage from 742 s to
-# 546 s here. Claims decide from intervals, run again when inconclusive, and survive a busy
-# neighbour (`make test-hog`).
+# Test processes at once. The notebooks' experiments wait on timers as much as they compute:
+# with three workers two cores were still about 45% idle in this stage; four gained 8% and
+# flipped two timing tests (measured on two cores). Claims decide from intervals, run again
+# when inconclusive, and must survive a busy neighbour (`make test-hog`).
 WORKERS="${LAB_TEST_WORKERS:-3}"
 # The browser stage decides no verdict and waits on pages, kernels and widgets: three at once
 # used the two cores better (one run here: 405 s with three, 491 s with two before its lighter
