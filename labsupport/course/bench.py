@@ -261,7 +261,7 @@ def make_test_time(root: Path | None = None) -> Section:
         f"`make test` FAILED (exit {done.returncode}); its last lines:\n\n```\n"
         + "\n".join(done.stdout.splitlines()[-15:]) + "\n```"]
     return Section("Test suite", "`bash tests/run_all.sh` (what `make test` runs once "
-                   "`.venv` exists): ruff; one pytest run over three workers (unit tests, "
+                   "`.venv` exists): ruff; one pytest run over two workers (unit tests, "
                    "checkers, every notebook and solution under nbval with each cell twice); the "
                    "browser test.", figures, notes)
 
