@@ -11,8 +11,8 @@ export PYTHONDONTWRITEBYTECODE=1
 # Test processes at once: two. The notebooks wait on timers as much as they compute, and more
 # workers are quicker on an idle machine (measured on two cores: three 478 s, two cores still
 # about 45% idle; four 442 s), but with three workers and a CPU hog beside them, and with four
-# alone, timing tests flipped: the broker, shared by every worker, falls behind. A bigger
-# machine can take more (LAB_TEST_WORKERS).
+# alone, two timing tests flipped each time (one saw a publish wait 2.8 model s for its ack).
+# A bigger machine can take more (LAB_TEST_WORKERS).
 WORKERS="${LAB_TEST_WORKERS:-2}"
 # The browser stage decides no verdict and waits on pages, kernels and widgets: three at once
 # used the two cores better (one run here: 405 s with three, 491 s with two before its lighter
