@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -47,10 +48,14 @@ class Figure:
     target: float | None = None
     higher_is_better: bool = False
     why_missed: str = ""
+    failed: str = ""
+    """What went wrong when the measured thing itself failed (then the target is missed)."""
 
     @property
     def met(self) -> bool | None:
         """True/False against the target; None when there is none."""
+        if self.failed:
+            return False
         if self.target is None:
             return None
         return self.value >= self.target if self.higher_is_better else self.value <= self.target
@@ -59,7 +64,8 @@ class Figure:
         """A Markdown table row: what, measured, target, verdict."""
         sign = "≥" if self.higher_is_better else "≤"
         target = "" if self.target is None else f"{sign} {_num(self.target)} {self.unit}"
-        verdict = {None: "", True: "met", False: f"**missed**: {self.why_missed}"}[self.met]
+        missed = f"**failed**: {self.failed}" if self.failed else f"**missed**: {self.why_missed}"
+        verdict = {None: "", True: "met", False: missed}[self.met]
         return f"| {self.what} | {_num(self.value)} {self.unit} | {target} | {verdict} |"
 
 
@@ -277,23 +283,29 @@ def notebook_times(pattern: str = "notebooks/*.ipynb", root: Path | None = None)
     root = root or course_root()
     figures = []
     for path in sorted(root.glob(pattern)):
-        seconds = _run_notebook(path)
+        seconds, error = _run_notebook(path)
         figures.append(Figure(f"{path.parent.name}/{path.name}", seconds, "s", 90.0,
-                              why_missed="its experiments run for longer than the target"))
+                              why_missed="its experiments run for longer than the target",
+                              failed=error))
     return Section("Notebooks at real time", "Each notebook run top to bottom in a new kernel "
                    "(nbclient) with `LAB_TIME_SCALE=1` and `LAB_STRICT=1`.", figures)
 
 
-def _run_notebook(path: Path) -> float:
+def _run_notebook(path: Path) -> tuple[float, str]:
+    """Seconds to run ``path`` in a new kernel, and the error that stopped it ("" if none)."""
     code = ("import nbformat, sys\nfrom nbclient import NotebookClient\n"
             "nb = nbformat.read(sys.argv[1], as_version=4)\n"
             "NotebookClient(nb, timeout=600, kernel_name='python3',"
             " resources={'metadata': {'path': sys.argv[2]}}).execute()\n")
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, str(path), str(path.parent)], check=True,
-                   env=_clean_env(LAB_TIME_SCALE="1", LAB_STRICT="1", LAB_HEADLESS="1"),
-                   capture_output=True)
-    return time.perf_counter() - start
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(path.parent)],
+                          env=_clean_env(LAB_TIME_SCALE="1", LAB_STRICT="1", LAB_HEADLESS="1"),
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode == 0:
+        return seconds, ""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", done.stderr).splitlines()]
+    return seconds, next((line[:300] for line in reversed(lines) if line), "no message")
 
 
 def cold_lab_time(root: Path | None = None, limit: float = 900.0) -> Section:
@@ -386,8 +398,10 @@ def run(skip: tuple[str, ...] = (), output: Path | None = None,
         say: Callable[[str], Any] = print) -> Path:
     """Run every step not in ``skip`` and write the report (``BENCHMARKS.md`` by default)."""
     from labsupport import broker
+    from labsupport.runtime import cache_server
 
     had_broker = broker.status()[1] or bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    had_cache = cache_server.status()[1] or bool(os.environ.get("LAB_CACHE_URL"))
     sections = []
     try:
         for name, step in STEPS.items():
@@ -400,6 +414,8 @@ def run(skip: tuple[str, ...] = (), output: Path | None = None,
     finally:
         if not had_broker and broker.status()[1]:
             broker.down()  # notebook 00 starts one; leave the machine as we found it
+        if not had_cache and cache_server.status()[1]:
+            cache_server.down()  # so does the cache server (notebook 00's doctor, 07)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=course_root(),
                             capture_output=True, text=True).stdout.strip() or "unknown"
     when = time.strftime("%Y-%m-%d %H:%M %Z")

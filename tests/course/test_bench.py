@@ -76,6 +76,24 @@ def test_notebook_step_times_each_notebook(tmp_path):
     assert figure.what == "notebooks/99_tiny.ipynb" and 0 < figure.value < 90 and figure.met
 
 
+def test_a_notebook_that_fails_is_reported_and_the_others_still_run(tmp_path):
+    def notebook(source: str) -> dict:
+        return {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
+                           "outputs": [], "source": source}],
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                            "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "97_fails.ipynb").write_text(json.dumps(notebook(
+        "raise RuntimeError('the claim stayed inconclusive')")))
+    (tmp_path / "notebooks" / "98_fine.ipynb").write_text(json.dumps(notebook("1 + 1")))
+    failed, fine = bench.notebook_times(root=tmp_path).figures
+    assert failed.met is False and "the claim stayed inconclusive" in failed.failed
+    assert "**failed**: RuntimeError: the claim stayed inconclusive" in failed.row()
+    assert fine.met and not fine.failed
+
+
 def test_a_failing_test_suite_is_reported_not_hidden(tmp_path):
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "run_all.sh").write_text("echo '3 failed'\nexit 3\n")
