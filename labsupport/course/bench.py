@@ -339,8 +339,9 @@ def _time_make_lab(clone: Path, port: int, limit: float) -> float:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
-        subprocess.run([str(clone / ".venv/bin/python"), "-m", "labsupport", "broker", "down"],
-                       cwd=clone, capture_output=True)
+        for server in ("broker", "cache"):  # make lab starts both
+            subprocess.run([str(clone / ".venv/bin/python"), "-m", "labsupport", server, "down"],
+                           cwd=clone, capture_output=True)
 
 
 def _wait_for_http(url: str, start: float, limit: float, exited: Callable[[], Any]) -> float:
