@@ -26,12 +26,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbval.plugin import NbCellError
+
+from labsupport.course.checks import plain
 
 try:
     from xdist.scheduler import LoadScopeScheduling
@@ -143,7 +144,6 @@ course site from these instead of running every notebook again."""
 VERDICTS = ("PASS ", "FAIL ", "INCONCLUSIVE")
 CHECKS = ("Correct", "Not yet", "Not attempted yet")
 """What an exercise's ``qN.check()`` prints first (labsupport.course.checks)."""
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CELL_RUNS = 3
 """A cell whose claim stays inconclusive runs again, this many runs in all (cells re-run safely)."""
 LEAK_PROBE = """
@@ -172,7 +172,7 @@ def inconclusive(error: Exception) -> bool:
 def printed(outputs) -> list[str]:
     """The lines a cell printed (colours removed)."""
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-    return ANSI.sub("", text).splitlines()
+    return plain(text).splitlines()
 
 
 def verdicts(outputs) -> list[str]:

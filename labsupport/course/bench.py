@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import signal
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from labsupport.course import stage_times
+from labsupport.course.checks import plain
 from labsupport.runtime import settings
 from labsupport.runtime.metrics import Recorder, percentile
 from labsupport.runtime.settings import course_root
@@ -304,7 +304,7 @@ def _run_notebook(path: Path) -> tuple[float, str]:
     seconds = time.perf_counter() - start
     if done.returncode == 0:
         return seconds, ""
-    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", done.stderr).splitlines()]
+    lines = [line.strip() for line in plain(done.stderr).splitlines()]
     return seconds, next((line[:300] for line in reversed(lines) if line), "no message")
 
 

@@ -19,6 +19,7 @@ import linecache
 import math
 import numbers
 import os
+import re
 import sys
 import sysconfig
 import traceback
@@ -33,6 +34,12 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 MISSING: Any = object()
 """Stands for "no answer given" (``None`` can be a learner's answer)."""
 GREEN, RED, YELLOW, RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain(text: str) -> str:
+    """``text`` without terminal colours (a check's verdict in a kernel, a traceback)."""
+    return _COLOUR.sub("", text)
 
 
 # ----- what a step reports --------------------------------------------------------------

@@ -63,12 +63,17 @@ def test_broker_step_measures_ack_round_trip_and_join(lab_broker):
     assert 0 < join < 20_000
 
 
+def notebook(source: str) -> dict:
+    """A one-cell notebook running ``source``."""
+    return {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
+                       "outputs": [], "source": source}],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
 def test_notebook_step_times_each_notebook(tmp_path):
-    nb = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
-                     "outputs": [], "source": "import os\nassert os.environ['LAB_TIME_SCALE'] == '1'"}],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                      "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
+    nb = notebook("import os\nassert os.environ['LAB_TIME_SCALE'] == '1'")
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "99_tiny.ipynb").write_text(json.dumps(nb))
     section = bench.notebook_times(root=tmp_path)
@@ -77,13 +82,6 @@ def test_notebook_step_times_each_notebook(tmp_path):
 
 
 def test_a_notebook_that_fails_is_reported_and_the_others_still_run(tmp_path):
-    def notebook(source: str) -> dict:
-        return {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {},
-                           "outputs": [], "source": source}],
-                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                            "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
-
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "97_fails.ipynb").write_text(json.dumps(notebook(
         "raise RuntimeError('the claim stayed inconclusive')")))
