@@ -11,6 +11,9 @@ Env:  BROWSER_TEST_NOTEBOOKS  globs of notebooks separated by spaces, relative t
       BROWSER_TEST_CHROMIUM   browser binary (default /usr/bin/chromium)
       CI                      if set, a missing chromium is a failure, not a skip
 LAB_HEADLESS is removed from the server's environment (dashboards must draw).
+      BROWSER_TEST_SCREENSHOTS  "1": a full-page screenshot of every notebook (default:
+                              only of a notebook with a problem; one costs about 4 s of
+                              Chromium's CPU, 80 s over the 21 notebooks)
 Artifacts: tests/artifacts/jupyter.log (jupyter-gwN.log per xdist worker),
            tests/artifacts/screenshots/<name>.png
 """
@@ -50,6 +53,7 @@ EXECUTION_TIMEOUT = 240.0  # s: "Run All Cells" until no [*] prompt is left
 WIDGET_SETTLE_TIMEOUT = 30.0  # s: widget views render asynchronously
 VIEWPORT = {"width": 1400, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 12000  # px
+ALL_SCREENSHOTS = os.environ.get("BROWSER_TEST_SCREENSHOTS") == "1"
 CONSOLE_ERRORS: list[str] = []  # browser console errors of the current test
 
 # What makes a notebook "use widgets" / "use ipympl" (searched in code cells).
@@ -409,9 +413,9 @@ def test_notebook_runs_and_widgets_render(notebook: Path, jupyter_server: Jupyte
             break
         time.sleep(0.5)
 
-    shot = _screenshot(page, name)
-    print(f"\n{rel}: open+kernel {t_open:.1f} s, run all {t_exec:.1f} s, screenshot {shot}")
     problems = _problems(cells, needs_widgets, needs_canvas)
+    shot = _screenshot(page, name) if problems or ALL_SCREENSHOTS else "not taken (no problem)"
+    print(f"\n{rel}: open+kernel {t_open:.1f} s, run all {t_exec:.1f} s, screenshot {shot}")
 
     _close_without_saving(page)
     server.shutdown_kernels()
