@@ -26,7 +26,6 @@ from course.test_site import FROM_TESTS, has_dashboard, mermaid_fences
 from labsupport.course import site
 
 from .gate import wait_for_pytest_stage
-from .test_widgets_render import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -84,23 +83,6 @@ def served(tmp_path_factory):
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (install Debian's chromium to run browser tests)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    pw = sync_api.sync_playwright().start()
-    try:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=CHROMIUM_ARGS)
-    except BaseException:
-        pw.stop()
-        raise
-    yield browser
-    browser.close()
-    pw.stop()
-
-
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -110,10 +92,10 @@ def _status(url: str) -> int:
 
 
 @pytest.mark.parametrize("file", [page.file for page in site.plan()])
-def test_page_loads_offline_with_working_links_plots_and_diagrams(file, served, chromium):
+def test_page_loads_offline_with_working_links_plots_and_diagrams(file, served, browser):
     base, out, report = served
     problems: list[str] = []
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
 
     def route(r):

@@ -35,16 +35,6 @@ from .jupyter_server import REPO_ROOT, JupyterServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
-CHROMIUM = Path(os.environ.get("BROWSER_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
 
@@ -163,19 +153,6 @@ def _rel(nb: Path) -> str:
 
 # -- fixtures -----------------------------------------------------------------
 @pytest.fixture(scope="session")
-def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(
-                f"{CHROMIUM} is missing, but CI is set: the CI image must install "
-                "Debian's chromium package (apt-get install chromium)",
-                pytrace=False,
-            )
-        pytest.skip(f"{CHROMIUM} not found (install Debian's chromium to run browser tests)")
-    return CHROMIUM
-
-
-@pytest.fixture(scope="session")
 def jupyter_server(request, chromium_path):
     """A JupyterLab server for the whole session; always terminated at the end."""
     for nb in NOTEBOOKS:
@@ -195,22 +172,6 @@ def jupyter_server(request, chromium_path):
         f"autosave override not applied: {setting}"
     )
     return server
-
-
-@pytest.fixture(scope="session")
-def browser(chromium_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    pw = sync_api.sync_playwright().start()
-    try:
-        browser = pw.chromium.launch(
-            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
-        )
-    except BaseException:
-        pw.stop()
-        raise
-    yield browser
-    browser.close()
-    pw.stop()
 
 
 @pytest.fixture

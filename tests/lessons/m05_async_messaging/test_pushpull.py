@@ -79,7 +79,11 @@ def test_an_outage_dead_letters_what_the_schedule_predicts_and_pull_keeps_it(pus
     # never resent (a push attempt that timed out never showed the dispatcher its 400)
     assert run.answered("push", 400)[3] - run.timed_out.get(3, 0) == 1
     assert run.answered("pull", 400)[3] == 1
-    assert min(run.tries("push")[i] for i in run.dead_lettered()) == 4
+    # each dead letter after its four attempts: the subscriber saw all four, less any that
+    # timed out on the way (on a busy machine one may never have reached it)
+    tries, timed_out = run.tries("push"), run.timed_out
+    assert all(4 - timed_out.get(i, 0) <= tries[i] <= 4 for i in run.dead_lettered()), tries
+    assert max(tries[i] for i in run.dead_lettered()) == 4
     back = run.recovery()
     assert run.max_concurrency("pull", back) == 1 < run.max_concurrency("push", back)
 
