@@ -72,17 +72,11 @@ if LoadScopeScheduling is not None:
         return NotebookScheduling(config, log)
 
 
-AFTER_THE_NOTEBOOKS = ("tests/browser/test_site_pages.py",)
-"""Tests that read what the nbval pass executed (the browser stage's site pages): last."""
-
-
 def _weight(item: pytest.Item) -> int:
     """0 runs first: the notebooks under nbval, then the tests that start services or kernels,
-    then the rest, then :data:`AFTER_THE_NOTEBOOKS`."""
+    then the rest."""
     if notebook_of(item.nodeid):
         return 0
-    if item.nodeid.partition("::")[0] in AFTER_THE_NOTEBOOKS:
-        return 3
     quick = not (item.get_closest_marker("services") or item.get_closest_marker("notebooks"))
     return 2 if quick else 1
 

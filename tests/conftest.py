@@ -19,10 +19,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # Kernels that check exercises record progress; workers must not share one file.
         artifacts = Path(__file__).resolve().parent / "artifacts"
         artifacts.mkdir(exist_ok=True)
-        # The browser stage runs beside the pytest stage with worker names of its own
-        # (LAB_TEST_STAGE, set by tests/run_all.sh).
-        stage = os.environ.get("LAB_TEST_STAGE", "pytest")
-        os.environ["LAB_PROGRESS_FILE"] = str(artifacts / f"progress.{stage}.{worker}.json")
+        os.environ["LAB_PROGRESS_FILE"] = str(artifacts / f"progress.{worker}.json")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,14 +1,12 @@
-"""One Chromium per browser worker, shared by its tests (Playwright's sync API allows one per
-thread); workers beyond the first ``BROWSER_TEST_BESIDE`` start when `make test`'s pytest
-stage has ended (see gate.py)."""
+"""One Chromium per browser worker, shared by the notebook and site-page tests (Playwright's
+sync API runs one event loop per thread, so a second ``sync_playwright()`` in the same worker
+fails)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-
-from .gate import wait_for_pytest_stage, worker_number
 
 CHROMIUM = Path(os.environ.get("BROWSER_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -20,14 +18,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _start_when_the_cores_are_free() -> None:
-    """Workers beyond the first ``BROWSER_TEST_BESIDE`` (default 1) start once the pytest
-    stage ended."""
-    if worker_number() >= int(os.environ.get("BROWSER_TEST_BESIDE", "1")):
-        wait_for_pytest_stage(f"browser worker {worker_number()} waits for free cores")
 
 
 @pytest.fixture(scope="session")

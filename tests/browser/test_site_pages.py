@@ -25,8 +25,6 @@ from course.test_site import FROM_TESTS, has_dashboard, mermaid_fences
 
 from labsupport.course import site
 
-from .gate import wait_for_pytest_stage
-
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 MERMAID_TIMEOUT_MS = 30_000
@@ -68,7 +66,6 @@ class _Server(http.server.ThreadingHTTPServer):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(base URL, site folder, build report): the site built and served on 127.0.0.1."""
-    wait_for_pytest_stage("the site is built from the notebooks the pytest stage executes")
     source = Path(os.environ.get("SITE_TEST_EXECUTED", FROM_TESTS))
     if not source.is_dir():
         source = tmp_path_factory.mktemp("none")
